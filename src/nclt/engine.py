@@ -1,0 +1,188 @@
+"""One training epoch and one evaluation pass. Never names a particular loss or paper.
+
+The step: move the views to the device, optionally augment the whole batch on the device
+(per-sample random crop + flip) and mix it (MixUp/CutMix), run the network once on all
+views, build the context (network outputs + labels + schedule values), evaluate the
+objective, check that it is finite, step the optimizer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from nclt.errors import NonFiniteLossError
+from nclt.methods.objective import Objective
+from nclt.methods.schedules import Progress, Schedule
+from nclt.optim import set_lr
+
+
+@dataclass
+class Precision:
+    """Autocast settings: ``bf16`` (CPU and CUDA), ``fp16`` (CUDA, with a grad scaler), ``fp32``."""
+
+    device_type: str
+    dtype: torch.dtype | None
+
+    @classmethod
+    def of(cls, name: str, device: torch.device) -> Precision:
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}[name]
+        return cls(device.type, dtype)
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        if self.dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device_type, dtype=self.dtype)
+
+
+@dataclass
+class TrainEnv:
+    """Everything a training step needs, built once per run."""
+
+    model: nn.Module
+    objective: Objective
+    optimizer: torch.optim.Optimizer
+    lr_at: Callable[[Progress], float]
+    schedules: dict[str, Schedule]
+    device: torch.device
+    precision: Precision
+    channels_last: bool = False
+    batch_transform: Callable[[Tensor], Tensor] | None = None
+    mixer: Callable[[Tensor, Tensor], tuple[Tensor, Tensor, Tensor, float]] | None = None
+    on_nonfinite: str = "stop"
+    scaler: Any = None  # torch.amp.GradScaler for fp16
+    feature_hooks: list[Callable[[dict[str, Tensor], Tensor], None]] = field(default_factory=list)
+
+
+def _to_device(views: list[Tensor], env: TrainEnv) -> list[Tensor]:
+    out = []
+    for v in views:
+        v = v.to(env.device, non_blocking=True)
+        if env.batch_transform is not None:
+            v = env.batch_transform(v)
+        if env.channels_last and v.dim() == 4:
+            v = v.contiguous(memory_format=torch.channels_last)
+        out.append(v)
+    return out
+
+
+def train_one_epoch(
+    env: TrainEnv,
+    loader: Iterable[tuple[Any, Tensor]],
+    epoch: int,
+    epochs: int,
+    steps_per_epoch: int,
+    on_step: Callable[[int, dict[str, float]], None] | None = None,
+) -> dict[str, float]:
+    """Train for one epoch; returns mean loss parts, train top-1 (%), lr, seconds, images/s."""
+    env.model.train()
+    sums: dict[str, Tensor] = {}
+    n_seen, correct = 0, torch.zeros((), dtype=torch.float64)
+    n_steps = skipped = 0
+    lr = 0.0
+    start = time.perf_counter()
+    for step, (x, labels) in enumerate(loader):
+        p = Progress(epoch, step, steps_per_epoch, epochs)
+        lr = env.lr_at(p)
+        set_lr(env.optimizer, lr)
+        views = _to_device(list(x) if isinstance(x, list | tuple) else [x], env)
+        labels = labels.to(env.device, non_blocking=True)
+        ctx: dict[str, Any] = {"labels": labels, "labels_b": None, "lam": 1.0}
+        if env.mixer is not None:
+            views[0], _, labels_b, lam = env.mixer(views[0], labels)
+            ctx.update(labels_b=labels_b, lam=lam)
+        with env.precision.autocast():
+            out = env.model(views)
+        # losses run in float32 whatever the autocast precision of the network
+        ctx.update({k: v.float() if v.is_floating_point() else v for k, v in out.items()})
+        ctx.update({k: s(p) for k, s in env.schedules.items()})
+        res = env.objective(ctx, p)
+        if not torch.isfinite(res.total):
+            bad = [k for k, v in res.parts.items() if not torch.isfinite(v)] or ["total"]
+            msg = (
+                f"non-finite loss at epoch {epoch + 1}, step {step + 1}: term(s) {bad} "
+                f"({', '.join(f'{k}={float(v):.4g}' for k, v in res.parts.items())})"
+            )
+            if env.on_nonfinite == "skip":
+                skipped += 1
+                env.optimizer.zero_grad(set_to_none=True)
+                continue
+            raise NonFiniteLossError(msg + "; the last good checkpoint is kept")
+        env.optimizer.zero_grad(set_to_none=True)
+        if env.scaler is not None:
+            env.scaler.scale(res.total).backward()
+            env.scaler.step(env.optimizer)
+            env.scaler.update()
+        else:
+            res.total.backward()
+            env.optimizer.step()
+        for hook in env.feature_hooks:
+            hook(ctx, labels)
+        with torch.no_grad():
+            b = labels.shape[0]
+            pred = ctx["logits"].argmax(1)
+            hit = (pred == labels).double().sum()
+            if ctx["labels_b"] is not None:
+                lam = ctx["lam"]
+                hit = lam * hit + (1 - lam) * (pred == ctx["labels_b"]).double().sum()
+            correct += hit.cpu()
+            for k, v in res.parts.items():
+                sums[k] = sums.get(k, 0) + v.double().cpu() * b
+            sums["loss"] = sums.get("loss", 0) + res.total.detach().double().cpu() * b
+        n_seen += b
+        n_steps += 1
+        if on_step is not None:
+            elapsed = time.perf_counter() - start
+            on_step(step, {"loss": float(res.total), "img_s": n_seen / max(elapsed, 1e-9)})
+    seconds = time.perf_counter() - start
+    stats = {k: float(v) / max(n_seen, 1) for k, v in sums.items()}
+    stats.update(
+        train_top1=100.0 * float(correct) / max(n_seen, 1),
+        lr=lr,
+        seconds=seconds,
+        images_per_second=n_seen / max(seconds, 1e-9),
+        skipped_steps=skipped,
+    )
+    return stats
+
+
+@torch.no_grad()
+def predict(
+    model: nn.Module,
+    loader: Iterable[tuple[Any, Tensor]],
+    device: torch.device,
+    precision: Precision,
+    channels_last: bool = False,
+) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
+    """Yield (features, logits, labels) in float32 on the CPU, batch by batch (eval mode)."""
+    model.eval()
+    for x, labels in loader:
+        if isinstance(x, list | tuple):
+            x = x[0]
+        x = x.to(device, non_blocking=True)
+        if channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with precision.autocast():
+            feats, logits = model.embed(x)
+        yield feats.float().cpu(), logits.float().cpu(), labels
+
+
+def evaluate(
+    model: nn.Module,
+    loader: Iterable[tuple[Any, Tensor]],
+    metric: Any,
+    device: torch.device,
+    precision: Precision,
+    channels_last: bool = False,
+) -> dict[str, Any]:
+    """Top-1 overall / per class / per group of ``metric`` (a LongTailAccuracy) on ``loader``."""
+    metric.reset()
+    for _, logits, labels in predict(model, loader, device, precision, channels_last):
+        metric.update(logits, labels)
+    return metric.compute()

@@ -1,0 +1,76 @@
+"""The network: input normalisation -> backbone -> heads, for one or several views."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+
+class Normalize(nn.Module):
+    """uint8 images (0..255) or floats in [0, 1] -> per-channel standardised floats.
+
+    Normalisation lives in the network rather than in the data pipeline so that workers move
+    uint8 tensors (4x less memory traffic) and batched augmentation can run on the device.
+    """
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
+        return (x - self.mean) / self.std
+
+
+class Network(nn.Module):
+    """Backbone plus classifier head (plus optional extra heads for multi-branch methods).
+
+    ``forward`` takes one batch ``(B, C, H, W)`` or a list of V views of the same B images,
+    runs the backbone once on their concatenation (BatchNorm sees every view, as BCL's code
+    does), and returns a dict:
+
+    * ``features`` ``(B, D)`` and ``logits`` ``(B, K)`` of the first view (the classification
+      view); ``head_weight`` ``(K, D)``;
+    * with V > 1 views: ``view_features`` ``(B, V, D)`` and ``view_logits`` ``(B, V, K)``;
+    * one entry per extra head: ``extra_heads[name](view_features or features)``.
+    """
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        head: nn.Module,
+        mean: Sequence[float],
+        std: Sequence[float],
+        extra_heads: dict[str, nn.Module] | None = None,
+    ) -> None:
+        super().__init__()
+        self.normalize = Normalize(mean, std)
+        self.backbone = backbone
+        self.head = head
+        self.extra_heads = nn.ModuleDict(extra_heads or {})
+        self.feature_dim: int = backbone.feature_dim  # type: ignore[assignment]
+
+    def forward(self, x: Tensor | Sequence[Tensor]) -> dict[str, Tensor]:
+        views = [x] if isinstance(x, Tensor) else list(x)
+        n = views[0].shape[0]
+        batch = views[0] if len(views) == 1 else torch.cat(views, dim=0)
+        feats = self.backbone(self.normalize(batch))
+        logits = self.head(feats)
+        out = {"features": feats[:n], "logits": logits[:n], "head_weight": self.head.weight}
+        per_view = feats
+        if len(views) > 1:
+            per_view = feats.view(len(views), n, -1).transpose(0, 1)
+            out["view_features"] = per_view
+            out["view_logits"] = logits.view(len(views), n, -1).transpose(0, 1)
+        for name, extra in self.extra_heads.items():
+            out[name] = extra(per_view)
+        return out
+
+    @torch.no_grad()
+    def embed(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Features and logits of one batch (evaluation helper)."""
+        feats = self.backbone(self.normalize(x))
+        return feats, self.head(feats)

@@ -1,0 +1,383 @@
+"""Build a run from a validated :class:`~nclt.config.TrainConfig` and train it.
+
+Order of work: data -> backbone -> method (needs class counts and feature width) -> head ->
+optimizer -> (resume) -> epochs -> final evaluation and neural-collapse metrics -> outputs.
+Each epoch is seeded from ``(seed, epoch)`` (model-independent RNG streams, sampler epoch,
+DataLoader generator), so a run resumed from the checkpoint of epoch e replays epoch e+1
+exactly as an uninterrupted run would.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from nclt import checkpoint as ckpt
+from nclt import dist
+from nclt.config import TrainConfig, to_dict
+from nclt.data import DATASETS
+from nclt.data.samplers import build_sampler
+from nclt.data.views import BatchCropFlip, batch_mix, build_view
+from nclt.engine import Precision, TrainEnv, evaluate, predict, train_one_epoch
+from nclt.errors import CheckpointError, ConfigError
+from nclt.methods.recipes import BuildContext, Method, build_method
+from nclt.metrics.accuracy import LongTailAccuracy
+from nclt.metrics.collapse import collapse_metrics_from_loader
+from nclt.models import BACKBONES, HEADS, Network
+from nclt.optim import LRSchedule, build_optimizer
+from nclt.runlog import MetricsCSV, environment, write_json, write_yaml
+
+log = logging.getLogger("nclt")
+
+IMAGE_SIZES = {"digits": 8, "cifar10": 32, "cifar100": 32}
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        return torch.device("cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {name!r} requested but CUDA is not available; use device=cpu")
+    return dev
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """A distinct, reproducible seed per (run seed, epoch)."""
+    return (seed * 1_000_003 + epoch * 7919 + 12345) % (2**31 - 1)
+
+
+def seed_all(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+@dataclass
+class Run:
+    """Everything built for a run (also what ``nclt eval`` and the tests inspect)."""
+
+    cfg: TrainConfig
+    device: torch.device
+    train_set: Dataset
+    test_set: Dataset
+    train_eval_set: Dataset
+    model: Network
+    method: Method
+    class_counts: torch.Tensor
+
+
+def build_datasets(cfg: TrainConfig, train_views: list[str]) -> tuple[Any, Any, Any]:
+    """(train with the method's views, test, train without augmentation) for ``cfg.data``."""
+    d = cfg.data
+    size = IMAGE_SIZES.get(d.dataset, 224)
+    common = dict(
+        root=d.root, imbalance=d.imbalance, profile=d.profile, reverse=d.reverse,
+        subset_seed=d.subset_seed, download=d.download, train_list=d.train_list,
+        test_list=d.test_list,
+    )
+    views = [build_view(v, image_size=size) for v in train_views]
+    train_set = DATASETS.build(d.dataset, train=True, views=views, **common)
+    test_view = [build_view(d.test_view, image_size=size)]
+    test_set = DATASETS.build(d.dataset, train=False, views=test_view, **common)
+    train_eval = DATASETS.build(d.dataset, train=True, views=test_view, **common)
+    return train_set, test_set, train_eval
+
+
+def build_run(cfg: TrainConfig) -> Run:
+    """Data, model and method for ``cfg`` (no optimizer, no outputs)."""
+    device = resolve_device(cfg.device)
+    seed_all(cfg.seed)
+    views = ["none"] if cfg.data.batch_augment else [cfg.data.train_view]
+    train_set, test_set, train_eval = build_datasets(cfg, views)
+    counts = torch.as_tensor(train_set.class_counts, dtype=torch.long)
+    in_channels = len(train_set.mean)
+    bb_kwargs: dict[str, Any] = {"in_channels": in_channels}
+    if cfg.model.width is not None:
+        bb_kwargs["width"] = cfg.model.width
+    backbone = BACKBONES.build(cfg.model.arch, **bb_kwargs)
+    ctx = BuildContext(counts, train_set.num_classes, backbone.feature_dim, cfg.epochs)
+    method = build_method(cfg.method.name, cfg.method.args, ctx)
+    head = HEADS.build(
+        method.head or cfg.model.head, feature_dim=backbone.feature_dim,
+        num_classes=train_set.num_classes, bias=cfg.model.head_bias, scale=cfg.model.head_scale,
+        **method.head_args,
+    )
+    model = Network(backbone, head, train_set.mean, train_set.std).to(device)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    method.objective.to(device)
+    provided = {"logits", "features", "head_weight", "labels", "labels_b", "lam"}
+    provided |= set(method.schedules)
+    method.objective.check_reads(provided)
+    return Run(cfg, device, train_set, test_set, train_eval, model, method, counts)
+
+
+def _loader(ds: Dataset, cfg: TrainConfig, train: bool, sampler: Any, gen: torch.Generator,
+            device: torch.device) -> DataLoader:
+    d = cfg.data
+    return DataLoader(
+        ds,
+        batch_size=d.batch_size if train else d.test_batch_size,
+        shuffle=False,
+        sampler=sampler,
+        num_workers=d.num_workers,
+        pin_memory=device.type == "cuda",
+        drop_last=False,
+        generator=gen,
+        persistent_workers=False,  # workers are re-seeded from the generator every epoch
+    )
+
+
+def _checkpoint_state(run: Run, optimizer: torch.optim.Optimizer, epoch: int,
+                      best: dict[str, Any], history: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "format": ckpt.FORMAT_VERSION,
+        "epoch": epoch,  # 0-based index of the last finished epoch
+        "model": run.model.state_dict(),
+        "objective": run.method.objective.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "rng": ckpt.rng_state(),
+        "best": best,
+        "history": history,
+        "config": to_dict(run.cfg),
+        "class_counts": run.class_counts,
+        "num_classes": int(run.train_set.num_classes),
+        "method": run.method.name,
+        "arch": run.cfg.model.arch,
+    }
+
+
+def check_compatible(state: dict[str, Any], run: Run) -> None:
+    """A checkpoint of another method, model or dataset is refused with the difference named."""
+    for key, mine in (("method", run.method.name), ("arch", run.cfg.model.arch),
+                      ("num_classes", int(run.train_set.num_classes))):
+        if state.get(key) != mine:
+            raise CheckpointError(
+                f"checkpoint was written for {key}={state.get(key)!r}, this run has {mine!r}"
+            )
+
+
+def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
+    """Train ``cfg`` (or resume it from its run folder) and return results.json's content."""
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
+    if cfg.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    run = build_run(cfg)
+    out = cfg.run_dir()
+    main = dist.is_main()
+    precision = Precision.of(cfg.precision, run.device)
+    if cfg.precision == "fp16" and run.device.type != "cuda":
+        raise ConfigError("precision fp16 needs CUDA; use bf16 or fp32 on the CPU")
+    optimizer = build_optimizer(
+        run.model, cfg.optim.lr, cfg.optim.momentum, cfg.optim.weight_decay, cfg.optim.nesterov
+    )
+    o = cfg.optim
+    lr_at = LRSchedule(o.lr, o.schedule, tuple(o.milestones), o.gamma, o.warmup_epochs, o.min_lr)
+    sampler_kind = run.method.sampler or cfg.data.sampler
+    sampler = build_sampler(
+        sampler_kind, list(run.train_set.targets), seed=cfg.seed,
+        num_replicas=dist.world_size(), rank=dist.rank(),
+    )
+    gen = torch.Generator()
+    train_loader = _loader(run.train_set, cfg, True, sampler, gen, run.device)
+    if sampler is None:  # plain shuffling, driven by the per-epoch generator
+        train_loader = DataLoader(
+            run.train_set, batch_size=cfg.data.batch_size, shuffle=True,
+            num_workers=cfg.data.num_workers, pin_memory=run.device.type == "cuda",
+            generator=gen, persistent_workers=False,
+        )
+    test_loader = _loader(run.test_set, cfg, False, None, torch.Generator(), run.device)
+    steps_per_epoch = len(train_loader)
+
+    start_epoch, best, history = 0, {"top1": -1.0}, []
+    if resume:
+        state = ckpt.load(out / "last.pt")
+        check_compatible(state, run)
+        run.model.load_state_dict(state["model"])
+        run.method.objective.load_state_dict(state["objective"])
+        optimizer.load_state_dict(state["optimizer"])
+        ckpt.set_rng_state(state["rng"])
+        start_epoch, best, history = state["epoch"] + 1, state["best"], state["history"]
+        if start_epoch >= cfg.epochs:
+            log.info("run in %s already finished %d epochs", out, cfg.epochs)
+    elif main and (out / "last.pt").exists():
+        raise ConfigError(
+            f"{out} already holds a run (last.pt); use --resume {out} to continue it, "
+            "or choose another --out"
+        )
+
+    metrics_csv = writer = None
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        write_yaml(out / "config.yaml", {**to_dict(cfg), "environment": environment(),
+                                          "resolved_method_args": run.method.args})
+        metrics_csv = MetricsCSV(out / "metrics.csv")
+        if resume:
+            metrics_csv.truncate_after(start_epoch)  # 1-based epochs in the file
+        writer = _tensorboard(out, purge_step=start_epoch + 1 if resume else None)
+
+    env = TrainEnv(
+        model=run.model, objective=run.method.objective, optimizer=optimizer, lr_at=lr_at,
+        schedules=run.method.schedules, device=run.device, precision=precision,
+        channels_last=cfg.channels_last, on_nonfinite=cfg.on_nonfinite,
+    )
+    batch_gen = torch.Generator(device=run.device)
+    if cfg.data.batch_augment:
+        env.batch_transform = BatchCropFlip(padding=4, generator=batch_gen)
+    if cfg.mixup_alpha > 0 or cfg.cutmix_alpha > 0:
+        kind, alpha = ("cutmix", cfg.cutmix_alpha) if cfg.cutmix_alpha > 0 else (
+            "mixup", cfg.mixup_alpha)
+
+        def mixer(x: torch.Tensor, y: torch.Tensor) -> tuple:
+            xf = x.float().div_(255.0) if x.dtype == torch.uint8 else x
+            return batch_mix(xf, y, kind=kind, alpha=alpha)
+
+        env.mixer = mixer
+
+    metric = LongTailAccuracy(run.train_set.num_classes, run.class_counts, cfg.data.group_rule)
+    t_run = time.perf_counter()
+    test: dict[str, Any] = {}
+    for epoch in range(start_epoch, cfg.epochs):
+        s = epoch_seed(cfg.seed, epoch)
+        seed_all(s)
+        gen.manual_seed(s)
+        batch_gen.manual_seed(s + 1)
+        if sampler is not None and hasattr(sampler, "set_epoch"):
+            sampler.set_epoch(epoch)
+        bar = _progress(cfg, epoch, steps_per_epoch, history)
+        stats = train_one_epoch(
+            env, train_loader, epoch, cfg.epochs, steps_per_epoch,
+            on_step=(lambda step, info, bar=bar: _bar_update(bar, info)) if bar else None,
+        )
+        if bar is not None:
+            bar.close()
+        if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
+            test = evaluate(run.model, test_loader, metric, run.device, precision,
+                            cfg.channels_last)
+        row = {"epoch": epoch + 1, **stats, "images": stats["images_per_second"] * stats["seconds"]}
+        if test:
+            row.update(test_top1=test["top1"], many=test["many"], medium=test["medium"],
+                       few=test["few"])
+            if test["top1"] > best["top1"]:
+                best = {"epoch": epoch + 1, **{k: test[k] for k in
+                                               ("top1", "many", "medium", "few", "per_class")}}
+        history.append({k: v for k, v in row.items() if isinstance(v, int | float)})
+        if main:
+            assert metrics_csv is not None
+            metrics_csv.append(row)
+            _tb_log(writer, row, epoch + 1)
+            state = _checkpoint_state(run, optimizer, epoch, best, history)
+            ckpt.save_atomic(state, out / "last.pt")
+            if best.get("epoch") == epoch + 1:
+                ckpt.save_atomic(state, out / "best.pt")
+            log.info(_epoch_line(row, cfg.epochs))
+        test = {}
+
+    final, nc = final_metrics(run, precision, test_loader)
+    seconds = sum(float(h["seconds"]) for h in history)  # training time, resumed parts too
+    images = sum(float(h["images"]) for h in history)
+    results = {
+        "method": run.method.name,
+        "dataset": cfg.data.dataset,
+        "imbalance": cfg.data.imbalance,
+        "epochs": cfg.epochs,
+        "seed": cfg.seed,
+        "top1": final["top1"],
+        "many": final["many"],
+        "medium": final["medium"],
+        "few": final["few"],
+        "per_class": final["per_class"],
+        "confusion": final.get("confusion"),
+        "best": best,
+        "last": {k: final[k] for k in ("top1", "many", "medium", "few")},
+        "nc": nc,
+        "class_counts": run.class_counts.tolist(),
+        "seconds": seconds,
+        "wall_seconds": time.perf_counter() - t_run,
+        "images_per_second": images / seconds if seconds > 0 else None,
+        "run_dir": str(out),
+    }
+    if main:
+        write_json(out / "results.json", results)
+        if writer is not None:
+            writer.close()
+    return results
+
+
+def final_metrics(
+    run: Run, precision: Precision, test_loader: DataLoader | None = None
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Test accuracy, and neural-collapse metrics on the un-augmented training features."""
+    cfg = run.cfg
+    if test_loader is None:
+        test_loader = _loader(run.test_set, cfg, False, None, torch.Generator(), run.device)
+    metric = LongTailAccuracy(run.train_set.num_classes, run.class_counts, cfg.data.group_rule)
+    test = evaluate(run.model, test_loader, metric, run.device, precision, cfg.channels_last)
+    loader = _loader(run.train_eval_set, cfg, False, None, torch.Generator(), run.device)
+    nc = collapse_metrics_from_loader(
+        predict(run.model, loader, run.device, precision, cfg.channels_last),
+        num_classes=run.train_set.num_classes, head_weight=run.model.head.weight.detach(),
+        class_counts=run.class_counts, group_rule=cfg.data.group_rule,
+    )
+    return test, nc
+
+
+def _tensorboard(out: Path, purge_step: int | None) -> Any:
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # pragma: no cover - tensorboard is a dependency
+        return None
+    return SummaryWriter(log_dir=str(out / "tb"), purge_step=purge_step)
+
+
+def _tb_log(writer: Any, row: dict[str, Any], step: int) -> None:
+    if writer is None:
+        return
+    for k, v in row.items():
+        if k != "epoch" and isinstance(v, int | float) and v is not None and math.isfinite(v):
+            writer.add_scalar(k, v, step)
+    writer.flush()
+
+
+def _progress(cfg: TrainConfig, epoch: int, steps: int, history: list[dict[str, Any]]) -> Any:
+    if not cfg.progress or not dist.is_main():
+        return None
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False,
+               dynamic_ncols=True, mininterval=1.0)
+    done = [h["seconds"] for h in history[-5:]]
+    if done:
+        left = (cfg.epochs - epoch) * sum(done) / len(done)
+        bar.set_postfix_str(f"run left ~{_hms(left)}")
+    return bar
+
+
+def _bar_update(bar: Any, info: dict[str, float]) -> None:
+    bar.update(1)
+    bar.set_postfix(loss=f"{info['loss']:.3f}", img_s=f"{info['img_s']:.0f}", refresh=False)
+
+
+def _hms(seconds: float) -> str:
+    m, s = divmod(int(seconds), 60)
+    h, m = divmod(m, 60)
+    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
+
+
+def _epoch_line(row: dict[str, Any], epochs: int) -> str:
+    test = f" test {row['test_top1']:.2f}" if "test_top1" in row else ""
+    return (f"epoch {row['epoch']}/{epochs} loss {row['loss']:.4f} train {row['train_top1']:.2f}"
+            f"{test} lr {row['lr']:.4g} {row['images_per_second']:.0f} img/s")

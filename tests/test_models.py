@@ -1,0 +1,57 @@
+"""Backbones give pooled features of the documented width; heads expose their weight."""
+
+import pytest
+import torch
+
+from nclt.models import BACKBONES, HEADS, Network
+from nclt.models.backbones import count_parameters
+
+
+@pytest.mark.parametrize("depth,params", [(20, 0.27e6), (32, 0.46e6), (56, 0.85e6)])
+def test_cifar_resnet_sizes(depth, params):
+    # He et al. 2016 Table 6: ResNet-20 0.27M, ResNet-32 0.46M, ResNet-56 0.85M parameters
+    net = BACKBONES.build(f"resnet{depth}")
+    assert net.feature_dim == 64
+    assert count_parameters(net) == pytest.approx(params, rel=0.03)
+    assert net(torch.randn(2, 3, 32, 32)).shape == (2, 64)
+
+
+def test_width_option_and_resnet18():
+    assert BACKBONES.build("resnet32", width=32)(torch.randn(2, 3, 32, 32)).shape == (2, 128)
+    assert BACKBONES.build("resnet18_cifar")(torch.randn(2, 3, 32, 32)).shape == (2, 512)
+
+
+def test_option_a_shortcut_has_no_parameters():
+    net = BACKBONES.build("resnet20")
+    assert not any(isinstance(m, torch.nn.Conv2d) and m.kernel_size == (1, 1) for m in net.modules())
+
+
+def test_cosine_head_is_scale_times_cosine():
+    head = HEADS.build("cosine", feature_dim=5, num_classes=3, scale=30.0)
+    f = torch.randn(4, 5)
+    cos = torch.nn.functional.cosine_similarity(f[:, None], head.weight[None], dim=-1)
+    assert torch.allclose(head(f), 30 * cos, atol=1e-5)
+
+
+def test_network_multiview_runs_backbone_once_and_splits():
+    bb = BACKBONES.build("small_cnn")
+    net = Network(bb, HEADS.build("linear", feature_dim=64, num_classes=10), [0.5], [0.5]).eval()
+    a = torch.randint(0, 256, (3, 1, 8, 8), dtype=torch.uint8)
+    b = torch.randint(0, 256, (3, 1, 8, 8), dtype=torch.uint8)
+    out = net([a, b])
+    assert out["view_features"].shape == (3, 2, 64)
+    assert torch.allclose(out["view_features"][:, 0], out["features"])
+    single = net(b)
+    assert torch.allclose(out["view_features"][:, 1], single["features"], atol=1e-5)
+
+
+def test_uint8_and_float_inputs_normalise_alike():
+    net = Network(BACKBONES.build("small_cnn"), HEADS.build("linear", feature_dim=64,
+                  num_classes=10), [0.3], [0.2]).eval()
+    x = torch.randint(0, 256, (2, 1, 8, 8), dtype=torch.uint8)
+    assert torch.allclose(net(x)["logits"], net(x.float() / 255)["logits"], atol=1e-5)
+
+
+def test_torchvision_backbones_build_without_download():
+    net = BACKBONES.build("resnet50")
+    assert net.feature_dim == 2048
