@@ -149,12 +149,12 @@ def format_results(r: dict[str, Any]) -> str:
     """The table printed after training or evaluation."""
     lines = [f"\n{r.get('method', '?')} on {r.get('dataset', '?')} "
              f"(imbalance {r.get('imbalance', 0):g}, seed {r.get('seed', '?')})"]
-    lines.append(f"  {'':<6} {'top-1':>7} {'many':>7} {'medium':>7} {'few':>7}")
+    lines.append(f"  {'':<8} {'top-1':>7} {'many':>7} {'medium':>7} {'few':>7}")
     rows = [("last", r)]
     if r.get("best") and r["best"].get("epoch"):
         rows.append((f"best@{r['best']['epoch']}", r["best"]))
     for name, d in rows:
-        lines.append(f"  {name:<6} {_fmt(d['top1']):>7} {_fmt(d['many']):>7} "
+        lines.append(f"  {name:<8} {_fmt(d['top1']):>7} {_fmt(d['many']):>7} "
                      f"{_fmt(d['medium']):>7} {_fmt(d['few']):>7}")
     nc = r.get("nc") or {}
     keys = ["nc1", "equinorm_means", "equiangular_means", "maxangle_means", "equinorm_w",

@@ -93,7 +93,8 @@ def train_one_epoch(
         set_lr(env.optimizer, lr)
         views = _to_device(list(x) if isinstance(x, list | tuple) else [x], env)
         labels = labels.to(env.device, non_blocking=True)
-        ctx: dict[str, Any] = {"labels": labels, "labels_b": None, "lam": 1.0}
+        ctx: dict[str, Any] = {"labels": labels, "labels_b": None, "lam": 1.0,
+                               "class_weight": None}
         if env.mixer is not None:
             views[0], _, labels_b, lam = env.mixer(views[0], labels)
             ctx.update(labels_b=labels_b, lam=lam)

@@ -30,7 +30,7 @@ def etf_cosine(num_classes: int) -> float:
 
 
 def etf_angle(num_classes: int) -> float:
-    """Pairwise angle (radians) of a simplex ETF: ``arccos(-1/(K-1))`` (1.682 rad, 96.4 deg, K=10)."""
+    """Pairwise angle (radians) of a simplex ETF: ``arccos(-1/(K-1))`` (1.682 rad at K=10)."""
     return math.acos(etf_cosine(num_classes))
 
 
@@ -83,10 +83,7 @@ def simplex_etf(
         )
     gen = torch.Generator().manual_seed(int(seed))
     if dim >= k:
-        if rotate:
-            u = _seeded_orthonormal(dim, k, gen)
-        else:
-            u = torch.eye(dim, k, dtype=torch.float64)
+        u = _seeded_orthonormal(dim, k, gen) if rotate else torch.eye(dim, k, dtype=torch.float64)
         centering = torch.eye(k, dtype=torch.float64) - 1.0 / k
         m = math.sqrt(k / (k - 1)) * u @ centering
     else:  # dim == k - 1: sum-zero basis, exact up to rounding

@@ -28,8 +28,8 @@ def environment() -> dict[str, Any]:
         "nclt": nclt.__version__,
         "git_commit": _git_commit(),
         "python": platform.python_version(),
-        "torch": torch.__version__,
-        "torchvision": torchvision.__version__,
+        "torch": str(torch.__version__),
+        "torchvision": str(torchvision.__version__),
         "platform": platform.platform(),
     }
 

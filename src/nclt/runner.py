@@ -13,6 +13,7 @@ import logging
 import math
 import os
 import random
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -118,7 +119,7 @@ def build_run(cfg: TrainConfig) -> Run:
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     method.objective.to(device)
-    provided = {"logits", "features", "head_weight", "labels", "labels_b", "lam"}
+    provided = {"logits", "features", "head_weight", "labels", "labels_b", "lam", "class_weight"}
     provided |= set(method.schedules)
     method.objective.check_reads(provided)
     return Run(cfg, device, train_set, test_set, train_eval, model, method, counts)
@@ -193,12 +194,6 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
     )
     gen = torch.Generator()
     train_loader = _loader(run.train_set, cfg, True, sampler, gen, run.device)
-    if sampler is None:  # plain shuffling, driven by the per-epoch generator
-        train_loader = DataLoader(
-            run.train_set, batch_size=cfg.data.batch_size, shuffle=True,
-            num_workers=cfg.data.num_workers, pin_memory=run.device.type == "cuda",
-            generator=gen, persistent_workers=False,
-        )
     test_loader = _loader(run.test_set, cfg, False, None, torch.Generator(), run.device)
     steps_per_epoch = len(train_loader)
 
@@ -255,8 +250,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
         seed_all(s)
         gen.manual_seed(s)
         batch_gen.manual_seed(s + 1)
-        if sampler is not None and hasattr(sampler, "set_epoch"):
-            sampler.set_epoch(epoch)
+        sampler.set_epoch(epoch)
         bar = _progress(cfg, epoch, steps_per_epoch, history)
         stats = train_one_epoch(
             env, train_loader, epoch, cfg.epochs, steps_per_epoch,
@@ -353,8 +347,8 @@ def _tb_log(writer: Any, row: dict[str, Any], step: int) -> None:
 
 
 def _progress(cfg: TrainConfig, epoch: int, steps: int, history: list[dict[str, Any]]) -> Any:
-    if not cfg.progress or not dist.is_main():
-        return None
+    if not cfg.progress or not dist.is_main() or not sys.stderr.isatty():
+        return None  # logs and CI get one line per epoch instead of a redrawn bar
     from tqdm.auto import tqdm
 
     bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False,

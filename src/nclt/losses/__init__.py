@@ -12,3 +12,6 @@ Every loss is a ``torch.nn.Module`` registered in ``LOSSES`` under a short name.
 from nclt.registry import Registry
 
 LOSSES: Registry = Registry("loss")
+
+# importing the modules registers their losses
+from nclt.losses import logit  # noqa: E402,F401

@@ -14,11 +14,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-import torch
 from torch import Tensor
 
 from nclt.errors import ConfigError, closest
 from nclt.losses import LOSSES
+from nclt.losses.functional import class_weights
 from nclt.methods.objective import Objective, Term
 from nclt.methods.schedules import Constant, Schedule, SwitchAt
 from nclt.registry import Registry
@@ -160,22 +160,10 @@ def describe_methods() -> list[tuple[str, str, str, str]]:
 # ----------------------------------------------------------------------------- helpers
 
 
-def drw_weights(class_counts: Tensor, beta: float) -> Tensor:
-    """LDAM-DRW's deferred re-weighting: (1 - beta) / (1 - beta^n_c), normalised to sum to K."""
-    counts = class_counts.double()
-    w = (1.0 - beta) / (1.0 - torch.pow(torch.tensor(beta, dtype=torch.float64), counts))
-    return (w / w.sum() * len(counts)).float()
-
-
-def inverse_weights(class_counts: Tensor) -> Tensor:
-    """1 / n_c normalised to sum to K (CE-RW)."""
-    w = 1.0 / class_counts.double().clamp(min=1)
-    return (w / w.sum() * len(class_counts)).float()
-
-
 def _drw_switch(ctx: BuildContext, epoch: int | None, beta: float) -> dict[str, Schedule]:
     at = round(0.8 * ctx.epochs) if epoch is None else epoch
-    return {"class_weight": SwitchAt(at, None, drw_weights(ctx.class_counts, beta))}
+    weights = class_weights(ctx.class_counts, "effective", beta=beta).float()
+    return {"class_weight": SwitchAt(at, None, weights)}
 
 
 def _logit_term(name: str, loss: str, ctx: BuildContext, **kw: Any) -> Term:
@@ -203,10 +191,72 @@ def _ce_rs(ctx: BuildContext) -> MethodParts:
 def _ce_rw(ctx: BuildContext) -> MethodParts:
     return MethodParts(
         [_logit_term("ce", "ce", ctx)],
-        schedules={"class_weight": Constant(inverse_weights(ctx.class_counts))},
+        schedules={"class_weight": Constant(class_weights(ctx.class_counts, "inverse").float())},
     )
 
 
 @component("ce-drw", "base", _LDAM, "cross-entropy, deferred re-weighting (effective number)")
 def _ce_drw(ctx: BuildContext, drw_epoch: int | None = None, beta: float = 0.9999) -> MethodParts:
     return MethodParts([_logit_term("ce", "ce", ctx)], schedules=_drw_switch(ctx, drw_epoch, beta))
+
+
+@component("focal", "base", "Lin et al., ICCV 2017", "softmax focal loss")
+def _focal(ctx: BuildContext, gamma: float = 2.0) -> MethodParts:
+    return MethodParts([_logit_term("focal", "focal", ctx, gamma=gamma)])
+
+
+_CB = "Cui et al., CVPR 2019"
+
+
+@component("cb-softmax", "base", _CB, "class-balanced softmax CE (effective number)")
+def _cb_softmax(ctx: BuildContext, beta: float = 0.999) -> MethodParts:
+    return MethodParts([_logit_term("cb", "cb", ctx, form="softmax", beta=beta)])
+
+
+@component("cb-sigmoid", "base", _CB, "class-balanced sigmoid (one-vs-all) loss")
+def _cb_sigmoid(ctx: BuildContext, beta: float = 0.999) -> MethodParts:
+    return MethodParts([_logit_term("cb", "cb", ctx, form="sigmoid", beta=beta)])
+
+
+@component("cb-focal", "base", _CB, "class-balanced sigmoid focal loss")
+def _cb_focal(ctx: BuildContext, beta: float = 0.999, gamma: float = 2.0) -> MethodParts:
+    return MethodParts([_logit_term("cb", "cb", ctx, form="focal", beta=beta, gamma=gamma)])
+
+
+@component("ldam", "base", _LDAM, "LDAM margins (cosine classifier, scale 30)")
+def _ldam(ctx: BuildContext, max_margin: float = 0.5, scale: float = 30.0) -> MethodParts:
+    term = _logit_term("ldam", "ldam", ctx, max_margin=max_margin, scale=scale)
+    return MethodParts([term], head="cosine")
+
+
+@component("ldam-drw", "base", _LDAM, "LDAM with deferred re-weighting")
+def _ldam_drw(
+    ctx: BuildContext, max_margin: float = 0.5, scale: float = 30.0,
+    drw_epoch: int | None = None, beta: float = 0.9999,
+) -> MethodParts:
+    term = _logit_term("ldam", "ldam", ctx, max_margin=max_margin, scale=scale)
+    return MethodParts([term], schedules=_drw_switch(ctx, drw_epoch, beta), head="cosine")
+
+
+@component("balanced-softmax", "base", "Ren et al., NeurIPS 2020 (BALMS)",
+           "softmax with the log prior added to the logits")
+def _balanced_softmax(ctx: BuildContext, tau: float = 1.0) -> MethodParts:
+    return MethodParts([_logit_term("balanced_softmax", "balanced_softmax", ctx, tau=tau)])
+
+
+@component("logit-adjust", "base", "Menon et al., ICLR 2021", "logit-adjusted loss, tau * log prior")
+def _logit_adjust(ctx: BuildContext, tau: float = 1.0) -> MethodParts:
+    return MethodParts([_logit_term("logit_adjust", "logit_adjust", ctx, tau=tau)])
+
+
+_ARB = "Xie et al., ARB-Loss (attraction-repulsion-balanced loss)"
+
+
+@component("arb", "base", _ARB, "ARB-Loss with the class counts of the current batch")
+def _arb(ctx: BuildContext, clamp: float | None = None) -> MethodParts:
+    return MethodParts([_logit_term("arb", "arb", ctx, counts="batch", clamp=clamp)])
+
+
+@component("arb-global", "base", _ARB, "ARB-Loss with the training-set class counts")
+def _arb_global(ctx: BuildContext, clamp: float | None = None) -> MethodParts:
+    return MethodParts([_logit_term("arb", "arb", ctx, counts="global", clamp=clamp)])

@@ -29,6 +29,7 @@ the number of present classes, and the result records it (``present_classes``).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -573,7 +574,9 @@ class CollapseAccumulator:
         group_counts: (K,) training counts that define the many / medium / few groups
             (defaults to ``class_counts``; give it when measuring a test set).
         group_rule: ``"default"`` or ``"allnc"`` (see ``nclt.metrics.class_groups``).
-        device: where the sums live; None adopts the device of the first ``update``.
+        device: where the sums live; None adopts the device of the first ``update``. Under
+            DDP with NCCL pass the rank's CUDA device, so that a rank that saw no batch still
+            joins the all-reduce with CUDA tensors.
 
     Usage: ``update(features, labels)`` per batch, then ``compute(head_weight=W)``; under DDP
     every rank calls ``compute`` (one all-reduce of the packed state), or ``all_reduce()``
@@ -816,3 +819,68 @@ class NC4Accumulator:
             counts = dist.all_reduce_sum(counts)
         agree, total = float(counts[0]), float(counts[1])
         return agree / total if total > 0 else None
+
+
+Batch = tuple[Tensor, Tensor, Tensor]
+
+
+def collapse_metrics_from_loader(
+    batches: Iterable[Batch] | Callable[[], Iterable[Batch]],
+    *,
+    num_classes: int,
+    head_weight: Tensor | None = None,
+    class_counts: Tensor | list[int] | None = None,
+    group_counts: Tensor | list[int] | None = None,
+    group_rule: str = "default",
+    device: torch.device | str | None = None,
+    sync: bool = True,
+    **compute_options: Any,
+) -> dict[str, Any]:
+    """NC1-NC4 of a stream of (features (B, D), logits (B, K) or predictions (B,), labels (B,)).
+
+    Args:
+        batches: this rank's batches (its shard, no padding), e.g. ``engine.predict(...)``;
+            or a zero-argument callable returning a fresh iterable of them. A callable is
+            iterated twice (the second pass gives NC4 with the final class means) and keeps
+            nothing; a plain iterable is iterated once and its features (float32, on
+            ``device``) and predictions are kept for NC4, N x D numbers.
+        num_classes: K.
+        head_weight: (K, D) classifier weight for the classifier metrics, or None.
+        class_counts: (K,) counts of the data streamed (enables ``within="class"``); also
+            the group counts when ``group_counts`` is None.
+        group_counts: (K,) training counts that define the groups.
+        group_rule: ``"default"`` or ``"allnc"``.
+        device: where to accumulate (None: the device of the first batch). Under NCCL give
+            the rank's CUDA device.
+        sync: sum over ranks; False when every rank streamed the whole data set.
+        **compute_options: ``global_mean``, ``within``, ``center_w``, ``rtol``.
+
+    Returns:
+        The dict of ``CollapseAccumulator.compute`` plus ``nc4`` (share in [0, 1], or None
+        without samples).
+    """
+    acc: CollapseAccumulator | None = None
+    cached: list[tuple[Tensor, Tensor]] = []
+    replay = callable(batches)
+    for features, logits, labels in batches() if callable(batches) else batches:  # pass 1
+        if acc is None:
+            dim = features.shape[1]
+            acc = CollapseAccumulator(
+                num_classes, dim, class_counts, group_counts, group_rule, device=device
+            )
+        acc.update(features, labels)
+        if not replay:
+            preds = logits.argmax(dim=1) if logits.ndim == 2 else logits
+            cached.append((features.detach().to(acc.counts.device, torch.float32), preds.detach()))
+    if acc is None:
+        raise NcltError("no batch to measure.")
+    out = acc.compute(head_weight, sync=sync, **compute_options)
+    nc4_acc = NC4Accumulator(acc.class_means(sync=sync))
+    if callable(batches):  # pass 2, with the final means
+        for features, logits, _ in batches():
+            nc4_acc.update(features, logits)
+    else:
+        for features, preds in cached:
+            nc4_acc.update(features, preds)
+    out["nc4"] = nc4_acc.compute(sync=sync)
+    return out

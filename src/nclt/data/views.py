@@ -1,0 +1,452 @@
+"""Views (per-image augmentations), batch mixing and a vectorised batch crop/flip.
+
+A *view* is a callable on one uint8 image ``(C, H, W)`` that returns a uint8 tensor; it never
+normalises (the network does, ``models/network.py``). Per-image views are built from
+``torchvision.transforms.v2`` and run in DataLoader workers; :class:`BatchCropFlip` does the
+standard CIFAR crop + flip on a whole batch on the accelerator instead, with independent
+random parameters per sample (a v2 transform called on a batch tensor draws ONE set of
+parameters for the whole batch; that is the trap it avoids).
+
+Names for :func:`build_view`:
+
+=====================  ==================================================================
+``none``               identity
+``crop_flip``          RandomCrop(size, padding=4) + RandomHorizontalFlip (LDAM-DRW)
+``autoaugment``        crop_flip + AutoAugment (CIFAR-10 policy)
+``randaugment``        crop_flip + RandAugment(n=2, m=9)
+``cutout``             crop_flip + Cutout 16x16 (``cutout=`` adds it to any view)
+``autoaugment_cutout`` crop_flip + AutoAugment + Cutout 16x16: BCL's classification view
+``simclr``             RandomResizedCrop + flip + ColorJitter(0.4, 0.4, 0.4, 0.1) p=0.8 +
+                       RandomGrayscale p=0.2: SimAugment, BCL's contrastive views
+``rrc_flip``           RandomResizedCrop(224) + flip, for ImageNet-size training
+``center_crop``        Resize(256) + CenterCrop(224), for ImageNet-size evaluation
+=====================  ==================================================================
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchvision.transforms import v2
+
+from nclt.errors import ConfigError, closest
+from nclt.registry import Registry
+
+View = Callable[[Tensor], Any]
+
+VIEWS: Registry[Callable[..., View]] = Registry("view")
+
+
+def apply_views(image: Tensor, views: View | Sequence[View] | None) -> Any:
+    """Apply a dataset's views to one image.
+
+    ``None`` returns the image; one callable (or a one-element list) returns its output; two or
+    more views return a tuple with one entry per view (the multi-view contract of datasets).
+    """
+    if views is None:
+        return image
+    if callable(views):
+        return views(image)
+    if len(views) == 1:
+        return views[0](image)
+    return tuple(v(image) for v in views)
+
+
+def check_views(views: Any) -> View | list[View] | None:
+    """Validate a dataset's ``views`` argument: None, a callable, or a list of callables."""
+    if views is None or callable(views):
+        return views
+    views = list(views)
+    if not views or not all(callable(v) for v in views):
+        raise ConfigError("views must be None, a callable, or a non-empty list of callables")
+    return views
+
+
+class MultiView:
+    """Several views of one image: ``MultiView([a, b])(x) == (a(x), b(x))``.
+
+    Each view draws its own random parameters, so the entries differ (BCL: one classification
+    view and two contrastive views of each image).
+    """
+
+    def __init__(self, views: Sequence[View]) -> None:
+        views = list(views)
+        if not views or not all(callable(v) for v in views):
+            raise ConfigError("MultiView needs a non-empty list of callables")
+        self.views = views
+
+    def __call__(self, image: Tensor) -> tuple[Any, ...]:
+        return tuple(v(image) for v in self.views)
+
+    def __len__(self) -> int:
+        return len(self.views)
+
+    def __repr__(self) -> str:
+        return f"MultiView({self.views!r})"
+
+
+class Cutout(nn.Module):
+    """Zero a ``size`` x ``size`` square centred anywhere in the image (DeVries & Taylor 2017).
+
+    The centre is uniform over the image and the square is clipped at the border, as in
+    Cutout's reference definition (one hole, always applied). ``v2.RandomErasing`` differs:
+    it keeps the box fully inside the image and applies with probability 0.5 by default, which
+    is why this small class exists. The fill is 0 (black) on the uint8 image.
+
+    Args:
+        size: side of the square in pixels (CIFAR: 16).
+        fill: value written into the square.
+    """
+
+    def __init__(self, size: int = 16, fill: int = 0) -> None:
+        super().__init__()
+        if size < 1:
+            raise ConfigError(f"cutout size must be >= 1, got {size}")
+        self.size = int(size)
+        self.fill = fill
+
+    def forward(self, image: Tensor) -> Tensor:
+        """``(..., C, H, W)`` -> same shape and dtype, with one square set to ``fill``."""
+        H, W = image.shape[-2:]
+        cy = int(torch.randint(H, ()))
+        cx = int(torch.randint(W, ()))
+        half = self.size // 2
+        y0, y1 = max(cy - half, 0), min(cy - half + self.size, H)
+        x0, x1 = max(cx - half, 0), min(cx - half + self.size, W)
+        out = image.clone()
+        out[..., y0:y1, x0:x1] = self.fill
+        return out
+
+    def extra_repr(self) -> str:
+        return f"size={self.size}, fill={self.fill}"
+
+
+def _crop_flip(size: int, padding: int, flip: bool) -> list[nn.Module]:
+    ops: list[nn.Module] = [v2.RandomCrop(size, padding=padding, fill=0)]
+    if flip:
+        ops.append(v2.RandomHorizontalFlip())
+    return ops
+
+
+def _rrc_flip(size: int, scale: tuple[float, float], flip: bool) -> list[nn.Module]:
+    ops: list[nn.Module] = [v2.RandomResizedCrop(size, scale=scale, antialias=True)]
+    if flip:
+        ops.append(v2.RandomHorizontalFlip())
+    return ops
+
+
+_POLICIES = {
+    "cifar10": v2.AutoAugmentPolicy.CIFAR10,
+    "imagenet": v2.AutoAugmentPolicy.IMAGENET,
+    "svhn": v2.AutoAugmentPolicy.SVHN,
+}
+
+
+def _base(base: str, size: int, padding: int, flip: bool, scale: tuple[float, float]) -> list:
+    if base == "crop_flip":
+        return _crop_flip(size, padding, flip)
+    if base == "rrc_flip":
+        return _rrc_flip(size, scale, flip)
+    if base == "none":
+        return []
+    raise ConfigError(f"unknown base {base!r} for a view; known: crop_flip, rrc_flip, none")
+
+
+_VIEW_KW = {
+    "padding",
+    "flip",
+    "cutout",
+    "base",
+    "policy",
+    "n",
+    "m",
+    "scale",
+    "resize",
+}
+
+
+def build_view(name: str, image_size: int | None = None, **kw: Any) -> View:
+    """Build a named view (see the module docstring for the names).
+
+    Args:
+        name: the view's name.
+        image_size: output side; default 32 for the CIFAR views, 224 for ``rrc_flip`` and
+            ``center_crop``.
+        **kw: ``padding`` (crop padding, 4), ``flip`` (horizontal flip, True), ``cutout``
+            (False, True for 16, or a side in pixels: adds Cutout to any view), ``base``
+            (``crop_flip`` or ``rrc_flip``: the geometric part of ``autoaugment`` /
+            ``randaugment`` / ``cutout``), ``policy`` (AutoAugment: ``cifar10``, ``imagenet``,
+            ``svhn``), ``n`` and ``m`` (RandAugment ops and magnitude, 2 and 9), ``scale``
+            (RandomResizedCrop area range; (0.08, 1.0) as SimCLR), ``resize`` (``center_crop``
+            resize side; ``round(image_size * 256 / 224)``).
+
+    Returns:
+        A callable from uint8 ``(C, H, W)`` to uint8 ``(C, size, size)``. The colour views
+        (``simclr``, AutoAugment, RandAugment) need 3-channel images.
+
+    Raises:
+        ConfigError: an unknown name or keyword.
+    """
+    unknown = set(kw) - _VIEW_KW
+    if unknown:
+        bad = sorted(unknown)[0]
+        raise ConfigError(
+            f"unknown view option {bad!r}.{closest(bad, _VIEW_KW)} "
+            f"Known: {', '.join(sorted(_VIEW_KW))}"
+        )
+    builder = VIEWS.get(name)
+    cutout = kw.pop("cutout", False)
+    try:
+        view = builder(image_size, **kw)
+    except TypeError as e:  # an option this view does not take
+        raise ConfigError(f"view {name!r} does not take {sorted(kw)}: {e}") from None
+    if cutout:
+        size = 16 if cutout is True else int(cutout)
+        view = v2.Compose([view, Cutout(size)])
+    return view
+
+
+def _size(image_size: int | None, default: int) -> int:
+    return default if image_size is None else int(image_size)
+
+
+@VIEWS.register("none")
+def _none(image_size: int | None = None) -> View:
+    return v2.Identity()
+
+
+@VIEWS.register("crop_flip")
+def _view_crop_flip(image_size: int | None = None, padding: int = 4, flip: bool = True) -> View:
+    return v2.Compose(_crop_flip(_size(image_size, 32), padding, flip))
+
+
+@VIEWS.register("autoaugment")
+def _view_autoaugment(
+    image_size: int | None = None,
+    padding: int = 4,
+    flip: bool = True,
+    base: str = "crop_flip",
+    policy: str = "cifar10",
+    scale: tuple[float, float] = (0.08, 1.0),
+) -> View:
+    if policy not in _POLICIES:
+        raise ConfigError(f"unknown AutoAugment policy {policy!r}; known: {', '.join(_POLICIES)}")
+    size = _size(image_size, 224 if base == "rrc_flip" else 32)
+    ops = _base(base, size, padding, flip, tuple(scale))
+    return v2.Compose([*ops, v2.AutoAugment(_POLICIES[policy])])
+
+
+@VIEWS.register("randaugment")
+def _view_randaugment(
+    image_size: int | None = None,
+    padding: int = 4,
+    flip: bool = True,
+    base: str = "crop_flip",
+    n: int = 2,
+    m: int = 9,
+    scale: tuple[float, float] = (0.08, 1.0),
+) -> View:
+    size = _size(image_size, 224 if base == "rrc_flip" else 32)
+    ops = _base(base, size, padding, flip, tuple(scale))
+    return v2.Compose([*ops, v2.RandAugment(num_ops=n, magnitude=m)])
+
+
+@VIEWS.register("cutout")
+def _view_cutout(
+    image_size: int | None = None,
+    padding: int = 4,
+    flip: bool = True,
+    base: str = "crop_flip",
+    scale: tuple[float, float] = (0.08, 1.0),
+) -> View:
+    size = _size(image_size, 224 if base == "rrc_flip" else 32)
+    return v2.Compose([*_base(base, size, padding, flip, tuple(scale)), Cutout(16)])
+
+
+@VIEWS.register("autoaugment_cutout")
+def _view_autoaugment_cutout(image_size: int | None = None, **kw: Any) -> View:
+    return v2.Compose([_view_autoaugment(image_size, **kw), Cutout(16)])
+
+
+@VIEWS.register("simclr")
+def _view_simclr(
+    image_size: int | None = None,
+    flip: bool = True,
+    scale: tuple[float, float] = (0.08, 1.0),
+) -> View:
+    ops = _rrc_flip(_size(image_size, 32), tuple(scale), flip)
+    return v2.Compose(
+        [
+            *ops,
+            v2.RandomApply([v2.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8),
+            v2.RandomGrayscale(p=0.2),
+        ]
+    )
+
+
+@VIEWS.register("rrc_flip")
+def _view_rrc_flip(
+    image_size: int | None = None,
+    flip: bool = True,
+    scale: tuple[float, float] = (0.08, 1.0),
+) -> View:
+    return v2.Compose(_rrc_flip(_size(image_size, 224), tuple(scale), flip))
+
+
+@VIEWS.register("center_crop")
+def _view_center_crop(image_size: int | None = None, resize: int | None = None) -> View:
+    size = _size(image_size, 224)
+    resize = round(size * 256 / 224) if resize is None else int(resize)
+    return v2.Compose([v2.Resize(resize, antialias=True), v2.CenterCrop(size)])
+
+
+def batch_mix(
+    images: Tensor,
+    labels: Tensor,
+    kind: str = "mixup",
+    alpha: float = 1.0,
+    generator: torch.Generator | None = None,
+) -> tuple[Tensor, Tensor, Tensor, float]:
+    """MixUp (Zhang et al. 2018) or CutMix (Yun et al. 2019) of a batch with its permutation.
+
+    One ``lam ~ Beta(alpha, alpha)`` per batch and one random permutation ``perm``:
+    MixUp returns ``lam * x + (1 - lam) * x[perm]``; CutMix pastes a box of ``x[perm]`` of area
+    ``(1 - lam) H W`` (centre uniform, clipped at the border) and returns the exact ``lam`` of
+    the pasted area. The loss is ``lam * L(labels_a) + (1 - lam) * L(labels_b)``.
+    ``torchvision.transforms.v2.MixUp`` / ``CutMix`` are not used: they return mixed one-hot
+    targets, not ``lam`` and the two label sets that the objective needs (margin losses and
+    batch-count losses need hard labels). ``alpha <= 0`` gives ``lam = 1`` (no mixing).
+
+    Args:
+        images: float ``(B, C, H, W)``.
+        labels: ``(B,)``.
+        kind: ``"mixup"`` or ``"cutmix"``.
+        alpha: Beta parameter (1.0 in ARB-Loss, ETF-DR and INC).
+        generator: torch generator for the permutation, the box and the seed of ``lam``
+            (numpy's Beta sampler, seeded from the generator, as torch has no seeded Beta);
+            the global torch RNG when None.
+
+    Returns:
+        ``(mixed images, labels_a, labels_b, lam)`` with ``labels_a = labels``,
+        ``labels_b = labels[perm]`` and ``lam`` a Python float in [0, 1].
+    """
+    if kind not in ("mixup", "cutmix"):
+        raise ConfigError(f"unknown batch mix {kind!r}; known: mixup, cutmix")
+    if not images.is_floating_point():
+        raise ConfigError(f"batch_mix needs float images, got {images.dtype}")
+    gen_device = generator.device if generator is not None else torch.device("cpu")
+    B = images.shape[0]
+    perm = torch.randperm(B, generator=generator, device=gen_device).to(images.device)
+    if alpha > 0:
+        seed = int(torch.randint(2**62, (1,), generator=generator, device=gen_device).item())
+        lam = float(np.random.default_rng(seed).beta(alpha, alpha))
+    else:
+        lam = 1.0
+    labels_b = labels[perm.to(labels.device)]
+    if kind == "mixup":
+        mixed = images * lam + images[perm] * (1.0 - lam)
+        return mixed, labels, labels_b, lam
+    H, W = images.shape[-2:]
+    cut = math.sqrt(1.0 - lam)
+    ch, cw = int(H * cut), int(W * cut)
+    cy = int(torch.randint(H, (1,), generator=generator, device=gen_device).item())
+    cx = int(torch.randint(W, (1,), generator=generator, device=gen_device).item())
+    y0, y1 = max(cy - ch // 2, 0), min(cy + ch // 2, H)
+    x0, x1 = max(cx - cw // 2, 0), min(cx + cw // 2, W)
+    mixed = images.clone()
+    mixed[..., y0:y1, x0:x1] = images[perm][..., y0:y1, x0:x1]
+    lam = 1.0 - (y1 - y0) * (x1 - x0) / float(H * W)
+    return mixed, labels, labels_b, lam
+
+
+class BatchCropFlip(nn.Module):
+    """Random crop with zero padding + horizontal flip of a whole batch, per sample.
+
+    Each sample draws its own offsets ``(oy, ox)`` in ``[0, 2 * padding]`` and its own flip,
+    as ``RandomCrop(H, padding) + RandomHorizontalFlip`` applied image by image would; the
+    batch is padded once and every output pixel is fetched with one ``gather``, so there is no
+    Python loop over samples and it runs on the batch's device. Works for any dtype.
+
+    Args:
+        padding: zero padding on each side (4 for CIFAR).
+        flip: also flip horizontally with probability 1/2.
+        fill: padding value.
+        generator: default generator of the random parameters (a ``forward`` argument
+            overrides it); its device is where they are drawn. None: the global torch RNG.
+    """
+
+    def __init__(
+        self,
+        padding: int = 4,
+        flip: bool = True,
+        fill: float = 0,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        super().__init__()
+        if padding < 0:
+            raise ConfigError(f"padding must be >= 0, got {padding}")
+        self.padding = int(padding)
+        self.flip = bool(flip)
+        self.fill = fill
+        self.generator = generator
+
+    def sample_params(
+        self,
+        batch_size: int,
+        generator: torch.Generator | None = None,
+        device: torch.device | str | None = None,
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Draw ``(offset_y, offset_x, flip)``, each ``(B,)`` (long, long, bool).
+
+        Drawn on the generator's device (CPU when None), then moved to ``device``.
+        """
+        gen_device = generator.device if generator is not None else torch.device("cpu")
+        hi = 2 * self.padding + 1
+        oy = torch.randint(hi, (batch_size,), generator=generator, device=gen_device)
+        ox = torch.randint(hi, (batch_size,), generator=generator, device=gen_device)
+        if self.flip:
+            flip = torch.randint(2, (batch_size,), generator=generator, device=gen_device) == 1
+        else:
+            flip = torch.zeros(batch_size, dtype=torch.bool, device=gen_device)
+        if device is not None:
+            oy, ox, flip = oy.to(device), ox.to(device), flip.to(device)
+        return oy, ox, flip
+
+    def apply(self, images: Tensor, offset_y: Tensor, offset_x: Tensor, flip: Tensor) -> Tensor:
+        """Crop and flip with given per-sample parameters.
+
+        Args:
+            images: ``(B, C, H, W)``.
+            offset_y, offset_x: ``(B,)`` top-left corner of the crop in the padded image.
+            flip: ``(B,)`` bool, flip that sample after cropping.
+
+        Returns:
+            ``(B, C, H, W)``, same dtype, contiguous.
+        """
+        B, C, H, W = images.shape
+        p = self.padding
+        padded = F.pad(images, (p, p, p, p), value=self.fill) if p else images
+        Wp = W + 2 * p
+        dev = images.device
+        rows = offset_y.to(dev).view(B, 1) + torch.arange(H, device=dev)  # (B, H)
+        base = torch.arange(W, device=dev)
+        cols = torch.where(flip.to(dev).view(B, 1), W - 1 - base, base)
+        cols = cols + offset_x.to(dev).view(B, 1)  # (B, W)
+        flat = (rows.view(B, H, 1) * Wp + cols.view(B, 1, W)).view(B, 1, H * W)
+        out = padded.reshape(B, C, -1).gather(2, flat.expand(B, C, H * W))
+        return out.view(B, C, H, W)
+
+    def forward(self, images: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """``(B, C, H, W)`` -> ``(B, C, H, W)``, each sample cropped and flipped on its own."""
+        gen = generator if generator is not None else self.generator
+        params = self.sample_params(images.shape[0], gen, images.device)
+        return self.apply(images, *params)
+
+    def extra_repr(self) -> str:
+        return f"padding={self.padding}, flip={self.flip}, fill={self.fill}"
