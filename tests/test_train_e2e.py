@@ -1,0 +1,185 @@
+"""End-to-end training on the embedded digits-LT: outputs, resume equivalence, CLI."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+import torch
+import yaml
+
+import nclt.runner as runner
+from nclt import checkpoint as ckpt
+from nclt.cli import build_parser, config_from_args, main
+from nclt.errors import CheckpointError, ConfigError, NonFiniteLossError
+
+
+def _cfg(tmp_path, *extra: str, name: str = "run"):
+    args = build_parser().parse_args(
+        ["train", "--out", str(tmp_path / name), "--epochs", "3",
+         "--set", "progress=false", *extra]
+    )
+    return config_from_args(args)
+
+
+def test_outputs_of_a_run(tmp_path):
+    res = runner.train(_cfg(tmp_path))
+    out = tmp_path / "run"
+    for f in ("config.yaml", "metrics.csv", "results.json", "last.pt", "best.pt"):
+        assert (out / f).is_file(), f
+    assert any((out / "tb").iterdir())
+    saved = json.loads((out / "results.json").read_text())
+    for key in ("method", "dataset", "imbalance", "epochs", "top1", "many", "medium", "few",
+                "per_class", "nc", "seconds", "images_per_second"):
+        assert key in saved
+    assert saved["top1"] == pytest.approx(res["top1"])
+    assert len(saved["per_class"]) == 10 and saved["nc"]["nc4"] is not None
+    rows = list(csv.DictReader((out / "metrics.csv").open()))
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
+    assert {"ce", "lr", "train_top1", "test_top1", "seconds", "images_per_second"} <= set(rows[0])
+    config = yaml.safe_load((out / "config.yaml").read_text())
+    assert config["environment"]["torch"] and config["method"]["name"] == "ce"
+    # a second run into the same folder is refused instead of overwriting it
+    with pytest.raises(ConfigError, match="--resume"):
+        runner.train(_cfg(tmp_path))
+
+
+def test_resume_after_mid_epoch_crash_gives_identical_weights(tmp_path, monkeypatch):
+    full = _cfg(tmp_path, "--set", "mixup_alpha=1.0", "--method", "ce-drw", name="full")
+    full.epochs = 4
+    runner.train(full)
+    ref = ckpt.load(tmp_path / "full" / "last.pt")["model"]
+
+    cfg = _cfg(tmp_path, "--set", "mixup_alpha=1.0", "--method", "ce-drw", name="crashed")
+    cfg.epochs = 4
+    real = runner.train_one_epoch
+
+    def crash_in_epoch_3(env, loader, epoch, *a, **k):
+        if epoch == 2:  # 0-based: die after two steps of the third epoch
+            def dying():
+                for i, batch in enumerate(loader):
+                    if i == 2:
+                        raise KeyboardInterrupt
+                    yield batch
+            return real(env, dying(), epoch, *a, **k)
+        return real(env, loader, epoch, *a, **k)
+
+    monkeypatch.setattr(runner, "train_one_epoch", crash_in_epoch_3)
+    with pytest.raises(KeyboardInterrupt):
+        runner.train(cfg)
+    assert ckpt.load(tmp_path / "crashed" / "last.pt")["epoch"] == 1
+    monkeypatch.setattr(runner, "train_one_epoch", real)
+    runner.train(cfg, resume=True)
+    got = ckpt.load(tmp_path / "crashed" / "last.pt")["model"]
+    for k in ref:
+        assert torch.equal(ref[k], got[k]), k
+    rows = list(csv.DictReader((tmp_path / "crashed" / "metrics.csv").open()))
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3, 4]
+
+
+def test_resume_refuses_a_checkpoint_of_another_method(tmp_path):
+    cfg = _cfg(tmp_path)
+    runner.train(cfg)
+    cfg.method.name = "ce-drw"
+    with pytest.raises(CheckpointError, match="method"):
+        runner.train(cfg, resume=True)
+
+
+def test_non_finite_loss_names_the_term_and_keeps_checkpoint(tmp_path, monkeypatch):
+    cfg = _cfg(tmp_path)
+    runner.train(cfg)  # a good last.pt exists
+    before = (tmp_path / "run" / "last.pt").read_bytes()
+    cfg2 = _cfg(tmp_path, name="nan")
+    real = runner.build_run
+
+    def poisoned(c):
+        run = real(c)
+        loss = run.method.objective.terms[0].loss
+        orig = loss.forward
+        loss.forward = lambda *a, **k: orig(*a, **k) * float("nan")
+        return run
+
+    monkeypatch.setattr(runner, "build_run", poisoned)
+    with pytest.raises(NonFiniteLossError, match=r"epoch 1, step 1: term\(s\) \['ce'\]"):
+        runner.train(cfg2)
+    assert not (tmp_path / "nan" / "last.pt").exists()
+    assert (tmp_path / "run" / "last.pt").read_bytes() == before
+
+
+def test_drw_switch_changes_the_loss_at_the_epoch(tmp_path, monkeypatch):
+    cfg = _cfg(tmp_path, "--method", "ce-drw", "--set", "method.args.ce-drw.drw_epoch=2")
+    seen = []
+    real = runner.train_one_epoch
+
+    def spy(env, loader, epoch, *a, **k):
+        from nclt.methods.schedules import Progress
+
+        seen.append(env.schedules["class_weight"](Progress(epoch, 0, 1, cfg.epochs)))
+        return real(env, loader, epoch, *a, **k)
+
+    monkeypatch.setattr(runner, "train_one_epoch", spy)
+    runner.train(cfg)
+    assert seen[0] is None and seen[1] is None and seen[2] is not None
+    counts = torch.tensor(json.loads((tmp_path / "run" / "results.json").read_text())
+                          ["class_counts"], dtype=torch.float64)
+    expected = (1 - 0.9999) / (1 - 0.9999**counts)
+    assert torch.allclose(seen[2].double(), expected / expected.sum() * 10, rtol=1e-5)
+
+
+def test_class_balanced_sampling_for_ce_rs(tmp_path, monkeypatch):
+    cfg = _cfg(tmp_path, "--method", "ce-rs")
+    cfg.epochs = 1
+    labels_seen = []
+    real = runner.train_one_epoch
+
+    def spy(env, loader, *a, **k):
+        def record():
+            for x, y in loader:
+                labels_seen.append(y)
+                yield x, y
+        return real(env, record(), *a, **k)
+
+    monkeypatch.setattr(runner, "train_one_epoch", spy)
+    runner.train(cfg)
+    freq = torch.bincount(torch.cat(labels_seen), minlength=10).double()
+    freq /= freq.sum()
+    # digits-LT at IF=50: the head class holds 36% of the images; resampled, ~10% each
+    assert freq.max() < 0.2 and freq.min() > 0.03
+
+
+def test_cli_end_to_end_prints_table(tmp_path, capsys):
+    rc = main(["train", "--epochs", "2", "--out", str(tmp_path / "cli"),
+               "--set", "progress=false"])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert "many" in printed and "few" in printed and "nc1=" in printed
+    assert str(tmp_path / "cli") in printed
+    rc = main(["eval", str(tmp_path / "cli" / "last.pt"), "--json", str(tmp_path / "e.json")])
+    assert rc == 0
+    ev = json.loads((tmp_path / "e.json").read_text())
+    last = json.loads((tmp_path / "cli" / "results.json").read_text())
+    assert ev["top1"] == pytest.approx(last["top1"])
+    assert ev["nc"]["nc1"] == pytest.approx(last["nc"]["nc1"], rel=1e-6)
+
+
+def test_cli_errors_are_one_clear_line(capsys):
+    assert main(["train", "--method", "ldam-drv"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown method 'ldam-drv'" in err and "ldam-drw" in err
+    assert main(["train", "--set", "optim.lrr=1"]) == 2
+    assert "Did you mean 'lr'" in capsys.readouterr().err
+    assert main(["eval", "/nonexistent/last.pt"]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_nclt_data_needs_no_files(capsys):
+    assert main(["data", "cifar10", "--imbalance", "100"]) == 0
+    out = capsys.readouterr().out
+    assert "12406" in out.replace(",", "") and "5000" in out
+
+
+def test_methods_lists_papers(capsys):
+    assert main(["methods"]) == 0
+    out = capsys.readouterr().out
+    assert "ldam-drw" in out and "Cao et al." in out
