@@ -134,7 +134,7 @@ def cmd_methods(args: argparse.Namespace) -> int:
     width = max(len(r[0]) for r in rows)
     for kind in ("base", "addon"):
         print("Base methods (one per run):" if kind == "base" else
-              "\nAdd-ons (append with '+', e.g. ldam-drw+inc+disa):")
+              "\nAdd-ons (append to a base, e.g. ldam-drw+inc+disa):")
         for name, k, paper, summary in rows:
             if k == kind:
                 print(f"  {name:<{width}}  {summary}  [{paper}]")

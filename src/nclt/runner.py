@@ -33,7 +33,11 @@ from nclt.engine import Precision, TrainEnv, evaluate, predict, train_one_epoch
 from nclt.errors import CheckpointError, ConfigError
 from nclt.methods.recipes import BuildContext, Method, build_method
 from nclt.metrics.accuracy import LongTailAccuracy
-from nclt.metrics.collapse import collapse_metrics_from_loader
+from nclt.metrics.collapse import (
+    CollapseAccumulator,
+    NC4Accumulator,
+    collapse_metrics_from_loader,
+)
 from nclt.models import BACKBONES, HEADS, Network
 from nclt.optim import LRSchedule, build_optimizer
 from nclt.runlog import MetricsCSV, environment, write_json, write_yaml
@@ -120,6 +124,8 @@ def build_run(cfg: TrainConfig) -> Run:
         model = model.to(memory_format=torch.channels_last)
     method.objective.to(device)
     provided = {"logits", "features", "head_weight", "labels", "labels_b", "lam", "class_weight"}
+    if hasattr(head, "embed"):
+        provided.add("head_features")
     provided |= set(method.schedules)
     method.objective.check_reads(provided)
     return Run(cfg, device, train_set, test_set, train_eval, model, method, counts)
@@ -243,6 +249,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
         env.mixer = mixer
 
     metric = LongTailAccuracy(run.train_set.num_classes, run.class_counts, cfg.data.group_rule)
+    nc_tracker = NCTracker(run, env, cfg.nc_every) if cfg.nc_every > 0 else None
     t_run = time.perf_counter()
     test: dict[str, Any] = {}
     for epoch in range(start_epoch, cfg.epochs):
@@ -251,6 +258,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
         gen.manual_seed(s)
         batch_gen.manual_seed(s + 1)
         sampler.set_epoch(epoch)
+        tracker = nc_tracker.start(epoch) if nc_tracker else None
         bar = _progress(cfg, epoch, steps_per_epoch, history)
         stats = train_one_epoch(
             env, train_loader, epoch, cfg.epochs, steps_per_epoch,
@@ -262,6 +270,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
             test = evaluate(run.model, test_loader, metric, run.device, precision,
                             cfg.channels_last)
         row = {"epoch": epoch + 1, **stats, "images": stats["images_per_second"] * stats["seconds"]}
+        if tracker is not None:
+            row.update(nc_tracker.finish(run.model.head.weight.detach()))
         if test:
             row.update(test_top1=test["top1"], many=test["many"], medium=test["medium"],
                        few=test["few"])
@@ -309,6 +319,68 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
         if writer is not None:
             writer.close()
     return results
+
+
+NC_LOGGED = ("nc1", "equinorm_means", "equiangular_means", "maxangle_means", "equinorm_w",
+             "equiangular_w", "maxangle_w", "self_duality", "trace_sw", "trace_sb", "trace_st",
+             "B_D", "B_A", "B_L")
+
+
+class NCTracker:
+    """Neural-collapse metrics every ``every`` epochs, streamed from the training batches.
+
+    The features are the ones the training step already computed (augmented images, weights
+    moving during the epoch), accumulated without a second pass and without K x D x D
+    tensors; NC4 compares the classifier with the nearest class mean of the *previous*
+    tracked epoch. Under MixUp/CutMix the batch features belong to mixed images, so the
+    tracker makes a separate un-augmented pass over the training set instead (documented in
+    docs/METRICS.md). Values go to metrics.csv and TensorBoard as ``nc/<metric>``.
+    """
+
+    def __init__(self, run: Run, env: TrainEnv, every: int) -> None:
+        self.run, self.env, self.every = run, env, every
+        self.acc: CollapseAccumulator | None = None
+        self.nc4: NC4Accumulator | None = None
+        self.prev_means: torch.Tensor | None = None
+
+    def start(self, epoch: int) -> CollapseAccumulator | None:
+        self.env.feature_hooks = []
+        if (epoch + 1) % self.every:
+            self.acc = None
+            return None
+        run = self.run
+        self.acc = CollapseAccumulator(
+            run.train_set.num_classes, run.model.feature_dim, group_counts=run.class_counts,
+            group_rule=run.cfg.data.group_rule,
+        )
+        self.nc4 = NC4Accumulator(self.prev_means) if self.prev_means is not None else None
+        if self.env.mixer is None:
+            self.env.feature_hooks.append(self._update)
+        return self.acc
+
+    def _update(self, ctx: dict[str, Any], labels: torch.Tensor) -> None:
+        assert self.acc is not None
+        feats = ctx["features"].detach()
+        self.acc.update(feats, labels)
+        if self.nc4 is not None:
+            self.nc4.update(feats, ctx["logits"].detach())
+
+    def finish(self, head_weight: torch.Tensor) -> dict[str, Any]:
+        assert self.acc is not None
+        if self.env.mixer is not None:  # features of mixed images are no class's features
+            run = self.run
+            loader = _loader(run.train_eval_set, run.cfg, False, None, torch.Generator(),
+                             run.device)
+            prec = self.env.precision
+            for feats, logits, labels in predict(run.model, loader, run.device, prec,
+                                                 run.cfg.channels_last):
+                self._update({"features": feats, "logits": logits}, labels)
+        nc = self.acc.compute(head_weight=head_weight)
+        self.prev_means = self.acc.class_means()
+        out = {f"nc/{k}": nc.get(k) for k in NC_LOGGED}
+        out["nc/nc4"] = self.nc4.compute() if self.nc4 is not None else None
+        self.env.feature_hooks = []
+        return out
 
 
 def final_metrics(

@@ -352,6 +352,7 @@ def _ddp_grads(rows: slice) -> dict[str, list[torch.Tensor]]:
 
 
 def _ddp_worker(rank: int, init_file: str, out_dir: str) -> None:
+    torch.set_num_threads(1)
     tdist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
     try:
         torch.save(_ddp_grads(slice(6 * rank, 6 * rank + 6)), Path(out_dir, f"rank{rank}.pt"))
@@ -362,8 +363,9 @@ def _ddp_worker(rank: int, init_file: str, out_dir: str) -> None:
 @pytest.mark.dist
 def test_two_processes_match_one_process(tmp_path: Path) -> None:
     os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
+    # spawn, not fork: forking after the parent's OpenMP pool has run can deadlock the child.
     mp.start_processes(
-        _ddp_worker, args=(str(tmp_path / "init"), str(tmp_path)), nprocs=2, start_method="fork"
+        _ddp_worker, args=(str(tmp_path / "init"), str(tmp_path)), nprocs=2, start_method="spawn"
     )
     ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1)]
     whole = _ddp_grads(slice(0, 12))

@@ -14,4 +14,4 @@ from nclt.registry import Registry
 LOSSES: Registry = Registry("loss")
 
 # importing the modules registers their losses
-from nclt.losses import logit  # noqa: E402,F401
+from nclt.losses import contrastive, geometry, logit, regularizers  # noqa: E402,F401

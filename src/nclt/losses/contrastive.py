@@ -69,6 +69,12 @@ def _reduce(
     return total / valid.sum().clamp_min(1) * world
 
 
+def _present_means_per_sample(values: Tensor, labels: Tensor) -> Tensor:
+    """(N, D) -> (N, D): each row replaced by the mean of its class's rows."""
+    means, _, inverse = NF.present_class_means(values, labels)
+    return means[inverse]
+
+
 @LOSSES.register("supcon")
 class SupConLoss(nn.Module):
     """Supervised contrastive loss (Khosla et al., NeurIPS 2020, L^sup_out).
@@ -302,9 +308,8 @@ class HyConLoss(nn.Module):
         h = NF.gather_for_scope(pred, self.scope)
         z = NF.gather_for_scope(proj, self.scope)
         labs = NF.gather_for_scope(labels, self.scope)
-        num_classes = self.num_classes if self.num_classes is not None else int(labs.max()) + 1
         view_means = torch.stack(
-            [NF.class_means(z[:, b], labs, num_classes)[0][labs] for b in range(views)], dim=1
+            [_present_means_per_sample(z[:, b], labs) for b in range(views)], dim=1
         )
         per_sample = NF.hycon_per_sample(h, z, view_means)
         if self.reduction == "none":

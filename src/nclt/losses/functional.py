@@ -647,3 +647,20 @@ def entropic_log_plan(
     if method != "log":
         raise ValueError(f"method must be 'auto', 'log' or 'scaling', got {method!r}")
     return sinkhorn_log(cost, epsilon, iterations, tol, check_every)
+
+
+def present_class_means(features: Tensor, labels: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Means of the classes present in the batch only (P of them, P <= B), cheaper than K.
+
+    Args:
+        features: (B, D).
+        labels: (B,).
+
+    Returns:
+        means (P, D) in increasing class order (differentiable), counts (P,) in the features'
+        dtype, and inverse (B,): the row of ``means`` of each sample.
+    """
+    _, inverse, counts = torch.unique(labels, return_inverse=True, return_counts=True)
+    sums = features.new_zeros(counts.shape[0], features.shape[1]).index_add(0, inverse, features)
+    counts = counts.to(features.dtype)
+    return sums / counts[:, None], counts, inverse

@@ -125,13 +125,22 @@ class WithinClassLoss(nn.Module):
         feats = NF.gather_for_scope(features, self.scope)
         labs = NF.gather_for_scope(labels, self.scope)
         if self.centres is None:
-            centres, batch_counts = NF.class_means(feats, labs, self.num_classes)
+            # Only the classes present matter: work on P <= B rows, not K.
+            means, present_counts, inverse = NF.present_class_means(feats, labs)
+            if self.class_counts is None:
+                weight = 1.0 / present_counts
+            else:
+                weight = 1.0 / self.class_counts.to(feats.dtype)[labs.unique()]
+            loss = NF.within_class_distance(feats, inverse, means, weight)
         else:
             centres = NF.scale_grad(self.centres, 1.0 / world).to(feats.dtype)
-            batch_counts = torch.bincount(labs, minlength=self.num_classes).to(feats.dtype)
-        n = batch_counts if self.class_counts is None else self.class_counts.to(feats.dtype)
-        weight = torch.where(n > 0, 1.0 / n.clamp_min(1e-12), torch.zeros_like(n))
-        loss = NF.within_class_distance(feats, labs, centres, weight)
+            n = (
+                torch.bincount(labs, minlength=self.num_classes).to(feats.dtype)
+                if self.class_counts is None
+                else self.class_counts.to(feats.dtype)
+            )
+            weight = torch.where(n > 0, 1.0 / n.clamp_min(1e-12), torch.zeros_like(n))
+            loss = NF.within_class_distance(feats, labs, centres, weight)
         if self.class_reduction == "mean":
             loss = loss / self.num_classes
         return loss * world
@@ -196,11 +205,10 @@ class BetweenClassLoss(nn.Module):
         world = NF.scope_world_size(self.scope)
         feats = NF.gather_for_scope(features, self.scope)
         labs = NF.gather_for_scope(labels, self.scope)
-        means, counts = NF.class_means(feats, labs, self.num_classes)
-        present = counts > 0
-        if int(present.sum()) < 2:
+        means, _, _ = NF.present_class_means(feats, labs)
+        if means.shape[0] < 2:
             return features.sum() * 0.0
-        return NF.min_angle_loss(means[present], self.eps) * world
+        return NF.min_angle_loss(means, self.eps) * world
 
 
 @LOSSES.register("center")
@@ -360,11 +368,9 @@ class P2PLoss(nn.Module):
         world = NF.scope_world_size(self.scope)
         feats = NF.gather_for_scope(features, self.scope)
         labs = NF.gather_for_scope(labels, self.scope)
-        means, counts = NF.class_means(feats, labs, self.num_classes)
-        present = counts > 0
-        if int(present.sum()) < 2:
+        means, _, _ = NF.present_class_means(feats, labs)
+        if means.shape[0] < 2:
             return features.sum() * 0.0
-        means = means[present]
         origin = feats.mean(dim=0) if self.center == "sample" else means.mean(dim=0)
         unit = F.normalize(means - origin, dim=1)
         return NF.p2p_penalty(unit) * world

@@ -20,7 +20,7 @@ from nclt.errors import ConfigError, closest
 from nclt.losses import LOSSES
 from nclt.losses.functional import class_weights
 from nclt.methods.objective import Objective, Term
-from nclt.methods.schedules import Constant, Schedule, SwitchAt
+from nclt.methods.schedules import Constant, Schedule, SwitchAt, StepWeight
 from nclt.registry import Registry
 
 
@@ -32,6 +32,7 @@ class BuildContext:
     num_classes: int
     feature_dim: int
     epochs: int
+    head: str | None = None  # the base method's head, set before add-ons are built
 
 
 @dataclass
@@ -95,18 +96,24 @@ def split_name(name: str) -> list[str]:
 
 
 def build_method(name: str, args: dict[str, dict[str, Any]], ctx: BuildContext) -> Method:
-    """Resolve ``name`` (``base[+addon...]``) and ``args`` into a :class:`Method`."""
+    """Resolve ``name`` (``base[+addon...]``) and ``args`` into a :class:`Method`.
+
+    ``args`` maps a component name (without the ``+`` of add-ons) to its hyper-parameters.
+    """
     names = split_name(name)
-    comps = [METHODS.get(n) for n in names]
-    if comps[0].kind != "base":
-        bases = [n for n in METHODS if METHODS.get(n).kind == "base"]
+    if f"+{names[0]}" in METHODS and names[0] not in METHODS:
+        bases = [n for n in METHODS if not n.startswith("+")]
         raise ConfigError(
             f"method {name!r} must start with a base method (one of {', '.join(bases)}); "
             f"{names[0]!r} is an add-on"
         )
-    for c in comps[1:]:
-        if c.kind != "addon":
-            raise ConfigError(f"method {name!r}: {c.name!r} is a base method; use only one base")
+    comps = [METHODS.get(names[0])]
+    for n in names[1:]:
+        if n in METHODS and f"+{n}" not in METHODS:
+            raise ConfigError(f"method {name!r}: {n!r} is a base method; use only one base")
+        comps.append(METHODS.get(f"+{n}"))
+    if len(set(names)) != len(names):
+        raise ConfigError(f"method {name!r}: a component appears twice")
     unknown = set(args) - set(names)
     if unknown:
         k = sorted(unknown)[0]
@@ -115,17 +122,19 @@ def build_method(name: str, args: dict[str, dict[str, Any]], ctx: BuildContext) 
         )
     parts: list[MethodParts] = []
     resolved: dict[str, dict[str, Any]] = {}
-    for c in comps:
-        given = dict(args.get(c.name, {}))
+    for short, c in zip(names, comps, strict=True):
+        given = dict(args.get(short, {}))
         allowed = c.defaults()
         for k in given:
             if k not in allowed:
                 raise ConfigError(
-                    f"method.args.{c.name}.{k}: unknown hyper-parameter.{closest(k, allowed)} "
+                    f"method.args.{short}.{k}: unknown hyper-parameter.{closest(k, allowed)} "
                     f"Allowed: {', '.join(allowed) or 'none'}"
                 )
-        resolved[c.name] = {**allowed, **given}
+        resolved[short] = {**allowed, **given}
         parts.append(c.build(ctx, **given))
+        if c.kind == "base":
+            ctx.head = parts[0].head
     return _merge(name, parts, resolved)
 
 
@@ -249,7 +258,7 @@ def _logit_adjust(ctx: BuildContext, tau: float = 1.0) -> MethodParts:
     return MethodParts([_logit_term("logit_adjust", "logit_adjust", ctx, tau=tau)])
 
 
-_ARB = "Xie et al., ARB-Loss (attraction-repulsion-balanced loss)"
+_ARB = "Xie et al., 2023 (ARB-Loss)"
 
 
 @component("arb", "base", _ARB, "ARB-Loss with the class counts of the current batch")
@@ -260,3 +269,101 @@ def _arb(ctx: BuildContext, clamp: float | None = None) -> MethodParts:
 @component("arb-global", "base", _ARB, "ARB-Loss with the training-set class counts")
 def _arb_global(ctx: BuildContext, clamp: float | None = None) -> MethodParts:
     return MethodParts([_logit_term("arb", "arb", ctx, counts="global", clamp=clamp)])
+
+
+# ----------------------------------------------------------------------------- fixed ETF
+
+_ETF = "Yang et al., NeurIPS 2022 (fixed ETF classifier), as DisA uses it"
+
+
+@component("etf-ce", "base", _ETF, "fixed simplex-ETF classifier (BatchNorm before it) with CE")
+def _etf_ce(ctx: BuildContext, seed: int = 0) -> MethodParts:
+    return MethodParts([_logit_term("ce", "ce", ctx)], head="etf",
+                       head_args={"normalize": False, "seed": seed})
+
+
+@component("etf-dr", "base", _ETF, "fixed simplex-ETF classifier with the dot-regression loss")
+def _etf_dr(ctx: BuildContext, lengths: str = "batch", seed: int = 0) -> MethodParts:
+    loss = LOSSES.build("dr", lengths=lengths, class_counts=ctx.class_counts)
+    term = Term("dr", loss, ("head_features", "labels", "head_weight"))
+    return MethodParts([term], head="etf", head_args={"normalize": True, "seed": seed})
+
+
+# ----------------------------------------------------------------------------- INC
+
+_INC = "Liu et al., 2023 (INC)"
+
+
+def _inc_terms(
+    ctx: BuildContext, lambda_w: float, lambda_b: float, start_epoch: int, centres: str,
+    counts: str, class_reduction: str,
+) -> list[Term]:
+    """L_W and L_B as two logged terms; one combined term when the centres are learnable."""
+    if centres == "learnable":
+        loss = LOSSES.build(
+            "inc", num_classes=ctx.num_classes, feature_dim=ctx.feature_dim, lambda_w=lambda_w,
+            lambda_b=lambda_b, centres="learnable", counts=counts,
+            class_counts=ctx.class_counts, class_reduction=class_reduction,
+        )
+        return [Term("inc", loss, ("features", "labels"), StepWeight(1.0, start_epoch))]
+    within = LOSSES.build(
+        "inc_within", num_classes=ctx.num_classes, counts=counts,
+        class_counts=ctx.class_counts, class_reduction=class_reduction,
+    )
+    between = LOSSES.build("inc_between", num_classes=ctx.num_classes)
+    return [
+        Term("inc_within", within, ("features", "labels"), StepWeight(lambda_w, start_epoch)),
+        Term("inc_between", between, ("features", "labels"), StepWeight(lambda_b, start_epoch)),
+    ]
+
+
+def _inc(ctx: BuildContext, lambda_w: float = 0.01, lambda_b: float = 0.1,
+         start_epoch: int = 0, centres: str = "batch", counts: str = "batch",
+         class_reduction: str = "sum") -> MethodParts:
+    return MethodParts(_inc_terms(ctx, lambda_w, lambda_b, start_epoch, centres, counts,
+                                  class_reduction))
+
+
+component("+inc", "addon", _INC, "INC regularizers L_W (Eq. 13) and L_B (Eq. 15)")(_inc)
+
+
+@component("inc", "base", _INC, "CE + INC regularizers (INC Table 1: lambda_1, lambda_2, start)")
+def _inc_base(ctx: BuildContext, lambda_w: float = 0.01, lambda_b: float = 0.1,
+              start_epoch: int = 0, centres: str = "batch", counts: str = "batch",
+              class_reduction: str = "sum") -> MethodParts:
+    parts = _inc(ctx, lambda_w, lambda_b, start_epoch, centres, counts, class_reduction)
+    parts.terms.insert(0, _logit_term("ce", "ce", ctx))
+    return parts
+
+
+@component("inc-drw", "base", _INC, "CE-DRW + INC regularizers")
+def _inc_drw(ctx: BuildContext, lambda_w: float = 0.01, lambda_b: float = 0.1,
+             start_epoch: int = 0, centres: str = "batch", counts: str = "batch",
+             class_reduction: str = "sum", drw_epoch: int | None = None,
+             beta: float = 0.9999) -> MethodParts:
+    parts = _inc_base(ctx, lambda_w, lambda_b, start_epoch, centres, counts, class_reduction)
+    parts.schedules.update(_drw_switch(ctx, drw_epoch, beta))
+    return parts
+
+
+# ----------------------------------------------------------------------------- DisA
+
+
+@component("+disa", "addon", "Gao et al., ICML 2024 (DisA)",
+           "optimal-transport alignment of batch features with a simplex ETF (Eq. 8-10)")
+def _disa(ctx: BuildContext, weight: float = 0.1, epsilon: float = 1.0, iterations: int = 100,
+          gradient: str = "envelope", objective: str = "cost", seed: int = 0) -> MethodParts:
+    """With a learnable classifier DisA aligns the backbone features with its own fixed ETF;
+    with a fixed-ETF head the ETF is both classifier and target (the head's features and
+    weight are used)."""
+    if ctx.head == "etf":
+        loss = LOSSES.build("disa", epsilon=epsilon, iterations=iterations, gradient=gradient,
+                            objective=objective)
+        term = Term("disa", loss, ("head_features",), weight, {"head_weight": "head_weight"})
+    else:
+        loss = LOSSES.build(
+            "disa", num_classes=ctx.num_classes, feature_dim=ctx.feature_dim, epsilon=epsilon,
+            iterations=iterations, gradient=gradient, objective=objective, seed=seed,
+        )
+        term = Term("disa", loss, ("features",), weight)
+    return MethodParts([term])

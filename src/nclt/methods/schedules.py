@@ -55,6 +55,20 @@ class SwitchAt:
 
 
 @dataclass(frozen=True)
+class StepWeight:
+    """A loss weight that is 0 before epoch ``start`` (0-based) and ``value`` from then on.
+
+    INC starts its regularizers at epoch 100 on CIFAR-100 (INC Table 1).
+    """
+
+    value: float
+    start: int = 0
+
+    def __call__(self, p: Progress) -> float:
+        return self.value if p.epoch >= self.start else 0.0
+
+
+@dataclass(frozen=True)
 class GBBNEta:
     """AllNC's progressive decoupling: eta = 1 - (T / Tmax) ** gamma (AllNC Eq. 14).
 

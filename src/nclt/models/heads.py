@@ -48,3 +48,46 @@ def torch_empty_uniform(rows: int, cols: int) -> Tensor:
 
     bound = 1.0 / math.sqrt(cols)
     return torch.empty(rows, cols).uniform_(-bound, bound)
+
+
+@HEADS.register("etf")
+class FixedETFHead(nn.Module):
+    """Fixed simplex-ETF classifier (Yang et al., NeurIPS 2022), as DisA uses it.
+
+    ``embed``: a learnable BatchNorm1d, then (``normalize=True``) L2 normalisation, as Yang
+    et al.'s code does before its dot-regression loss; ``classify``: ``scale * h M^T`` with
+    M the fixed ``(K, D)`` ETF (a buffer, never trained). The network exposes the embedded
+    features as ``head_features``, which is what DR and DisA align with the ETF.
+
+    Args:
+        feature_dim: D (>= K - 1, else :func:`nclt.geometry.simplex_etf` raises).
+        num_classes: K.
+        normalize: L2-normalise the embedded features (``etf-dr``); ``etf-ce`` keeps the
+            BatchNorm output unnormalised so that CE sees unbounded logits.
+        scale: logit scale.
+        seed: seed of the ETF's random rotation.
+    """
+
+    def __init__(self, feature_dim: int, num_classes: int, normalize: bool = True,
+                 scale: float = 1.0, seed: int = 0, **_: object) -> None:
+        super().__init__()
+        from nclt.geometry import simplex_etf
+
+        self.register_buffer("etf", simplex_etf(feature_dim, num_classes, seed=seed).T.contiguous())
+        self.bn = nn.BatchNorm1d(feature_dim)
+        self.normalize = normalize
+        self.scale = scale
+
+    @property
+    def weight(self) -> Tensor:
+        return self.etf
+
+    def embed(self, features: Tensor) -> Tensor:
+        h = self.bn(features)
+        return F.normalize(h, dim=1) if self.normalize else h
+
+    def classify(self, head_features: Tensor) -> Tensor:
+        return self.scale * head_features @ self.etf.to(head_features.dtype).T
+
+    def forward(self, features: Tensor) -> Tensor:
+        return self.classify(self.embed(features))

@@ -33,7 +33,8 @@ class Network(nn.Module):
     does), and returns a dict:
 
     * ``features`` ``(B, D)`` and ``logits`` ``(B, K)`` of the first view (the classification
-      view); ``head_weight`` ``(K, D)``;
+      view); ``head_weight`` ``(K, D)``; ``head_features`` ``(B, D)`` for heads with an
+      ``embed`` step (the fixed-ETF head's BatchNorm + normalisation);
     * with V > 1 views: ``view_features`` ``(B, V, D)`` and ``view_logits`` ``(B, V, K)``;
     * one entry per extra head: ``extra_heads[name](view_features or features)``.
     """
@@ -58,8 +59,14 @@ class Network(nn.Module):
         n = views[0].shape[0]
         batch = views[0] if len(views) == 1 else torch.cat(views, dim=0)
         feats = self.backbone(self.normalize(batch))
-        logits = self.head(feats)
-        out = {"features": feats[:n], "logits": logits[:n], "head_weight": self.head.weight}
+        out: dict[str, Tensor] = {"features": feats[:n]}
+        if hasattr(self.head, "embed"):  # heads that transform features before classifying
+            head_feats = self.head.embed(feats)
+            logits = self.head.classify(head_feats)
+            out["head_features"] = head_feats[:n]
+        else:
+            logits = self.head(feats)
+        out.update(logits=logits[:n], head_weight=self.head.weight)
         per_view = feats
         if len(views) > 1:
             per_view = feats.view(len(views), n, -1).transpose(0, 1)
@@ -71,6 +78,14 @@ class Network(nn.Module):
 
     @torch.no_grad()
     def embed(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """Features and logits of one batch (evaluation helper)."""
+        """Features and logits of one batch (evaluation helper).
+
+        The features are the ones the classifier reads: the backbone's, or, for a head with
+        an ``embed`` step (fixed ETF), the embedded ones, so that NC metrics compare the
+        classifier with the features it actually classifies.
+        """
         feats = self.backbone(self.normalize(x))
+        if hasattr(self.head, "embed"):
+            feats = self.head.embed(feats)
+            return feats, self.head.classify(feats)
         return feats, self.head(feats)
