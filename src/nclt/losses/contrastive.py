@@ -272,7 +272,8 @@ class HyConLoss(nn.Module):
     has ``u = z`` and its mean term has zero gradient.
 
     Args:
-        num_classes: K (None: ``max label + 1``).
+        num_classes: K; accepted for uniformity, not needed (the class means are taken over
+            the classes present).
         reduction: ``"mean"`` (default), ``"sum"`` or ``"none"`` ((B,)).
         scope: ``"global"`` or ``"local"`` class means.
 

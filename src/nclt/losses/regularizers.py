@@ -335,7 +335,7 @@ class P2PLoss(nn.Module):
     the C classes present in the (global) batch, with ``mu~_c = (mu_c - m)/||mu_c - m||``.
 
     Args:
-        num_classes: K.
+        num_classes: K; accepted for uniformity (the loss uses the classes present).
         center: the centre ``m``: ``"sample"`` (default, the paper's ``mu_G = Ave_{i,c} z_ic``,
             the mean of all batch features) or ``"class"`` (the mean of the present class
             means, INC's ``mu_C``). With "class" the loss is exactly 0 on any simplex ETF of the

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from matplotlib.colors import LogNorm, TwoSlopeNorm
+from matplotlib.colors import TwoSlopeNorm
 from matplotlib.figure import Figure
 
 GROUP_COLORS = {"many": "#1f77b4", "medium": "#ff7f0e", "few": "#d62728"}
@@ -336,7 +336,6 @@ def bars_side_by_side(labels: Sequence[str], metrics: Sequence[str],
 
 
 __all__ = [
-    "LogNorm",
     "accuracy_vs_size",
     "align_matrix",
     "angle_heatmap",

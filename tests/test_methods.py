@@ -1,0 +1,110 @@
+"""Every method composes, trains end to end with finite losses, and logs its paper's terms."""
+
+from __future__ import annotations
+
+import csv
+import math
+
+import pytest
+import torch
+
+import nclt.runner as runner
+from nclt.cli import build_parser, config_from_args
+from nclt.errors import ConfigError
+from nclt.methods.recipes import METHODS, BuildContext, build_method
+
+BASES = [n for n in METHODS if not n.startswith("+")]
+DISA_BASES = ["ce", "ce-drw", "ldam-drw", "balanced-softmax", "focal", "cb-softmax",
+              "cb-sigmoid", "inc-drw", "etf-ce", "etf-dr", "ldam"]
+# the loss terms each method logs, named as its paper names them
+EXPECTED_TERMS = {
+    "ce": {"ce"}, "ce-drw": {"ce"}, "ldam-drw": {"ldam"}, "arb": {"arb"},
+    "etf-dr": {"dr"}, "inc-drw": {"ce", "inc_within", "inc_between"},
+    "ldam-drw+inc+disa": {"ldam", "inc_within", "inc_between", "disa"},
+}
+
+
+def _ctx(k: int = 10, d: int = 64) -> BuildContext:
+    return BuildContext(torch.tensor([100, 60, 30, 20, 10, 8, 6, 4, 3, 2])[:k], k, d, 10)
+
+
+def _train(tmp_path, method: str, *extra: str, epochs: int = 2) -> list[dict]:
+    args = build_parser().parse_args(
+        ["train", "--method", method, "--epochs", str(epochs), "--out", str(tmp_path / "r"),
+         "--set", "progress=false", *extra]
+    )
+    runner.train(config_from_args(args))
+    return list(csv.DictReader((tmp_path / "r" / "metrics.csv").open()))
+
+
+@pytest.mark.parametrize("method", BASES + [f"{b}+disa" for b in DISA_BASES] + [
+    "ldam-drw+inc+disa", "ce+inc"])
+def test_every_method_trains_on_digits(tmp_path, method):
+    rows = _train(tmp_path, method)
+    assert len(rows) == 2
+    for r in rows:
+        assert math.isfinite(float(r["loss"])), r
+    names = set(build_method(method, {}, _ctx()).objective.losses)
+    for name in names:  # each term is logged in metrics.csv
+        assert name in rows[0] and math.isfinite(float(rows[-1][name]))
+    if method in EXPECTED_TERMS:
+        assert names == EXPECTED_TERMS[method]
+
+
+def test_composition_in_config_file_equals_flag(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("method:\n  name: ldam-drw+inc+disa\n  args:\n    disa: {weight: 0.5}\n"
+                 "    inc: {lambda_b: 0.2}\n")
+    cfg = config_from_args(build_parser().parse_args(["train", "--config", str(f)]))
+    m = build_method(cfg.method.name, cfg.method.args, _ctx())
+    weights = {t.name: t.weight for t in m.objective.terms}
+    assert weights["disa"] == 0.5 and m.args["inc"]["lambda_b"] == 0.2
+    assert m.head == "cosine" and "class_weight" in m.schedules
+
+
+def test_bad_compositions_are_clear_errors():
+    with pytest.raises(ConfigError, match="must start with a base"):
+        build_method("disa+ce", {}, _ctx())
+    with pytest.raises(ConfigError, match="is a base method"):
+        build_method("ce+ldam", {}, _ctx())
+    with pytest.raises(ConfigError, match="Did you mean 'lambda_w'"):
+        build_method("inc", {"inc": {"lambda_ww": 1}}, _ctx())
+    with pytest.raises(ConfigError, match="not a component"):
+        build_method("ce", {"disa": {"weight": 1}}, _ctx())
+    with pytest.raises(ConfigError, match="unknown method"):
+        build_method("ce+disaa", {}, _ctx())
+
+
+def test_etf_method_needs_wide_enough_features():
+    with pytest.raises(ConfigError, match="K-1|K - 1"):
+        m = build_method("etf-dr", {}, _ctx(d=4))
+        from nclt.models import HEADS
+
+        HEADS.build(m.head, feature_dim=4, num_classes=10, **m.head_args)
+
+
+def test_inc_start_epoch_is_exact():
+    m = build_method("inc", {"inc": {"start_epoch": 3, "lambda_w": 0.5}}, _ctx())
+    from nclt.methods.schedules import Progress
+
+    w = next(t.weight for t in m.objective.terms if t.name == "inc_within")
+    assert w(Progress(2, 99, 100, 10)) == 0.0 and w(Progress(3, 0, 100, 10)) == 0.5
+
+
+def test_disa_uses_the_fixed_etf_as_target_with_an_etf_head():
+    m = build_method("etf-dr+disa", {}, _ctx())
+    t = next(t for t in m.objective.terms if t.name == "disa")
+    assert t.reads == ("head_features",) and t.kwargs == {"head_weight": "head_weight"}
+    m = build_method("ce+disa", {}, _ctx())
+    t = next(t for t in m.objective.terms if t.name == "disa")
+    assert t.reads == ("features",) and t.loss.etf.shape == (10, 64)
+
+
+def test_etf_head_is_fixed(tmp_path):
+    args = build_parser().parse_args(["train", "--method", "etf-dr", "--out", str(tmp_path)])
+    run = runner.build_run(config_from_args(args))
+    etf = run.model.head.weight.clone()
+    assert not any(p is run.model.head.etf for p in run.model.parameters())
+    g = etf @ etf.T
+    assert torch.allclose(g.diagonal(), torch.ones(10), atol=1e-5)
+    assert torch.allclose(g[0, 1], torch.tensor(-1 / 9), atol=1e-5)
