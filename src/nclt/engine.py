@@ -58,6 +58,7 @@ class TrainEnv:
     on_nonfinite: str = "stop"
     scaler: Any = None  # torch.amp.GradScaler for fp16
     feature_hooks: list[Callable[[dict[str, Tensor], Tensor], None]] = field(default_factory=list)
+    post_step: list[Callable[[nn.Module], None]] = field(default_factory=list)
 
 
 def _to_device(views: list[Tensor], env: TrainEnv) -> list[Tensor]:
@@ -123,6 +124,8 @@ def train_one_epoch(
         else:
             res.total.backward()
             env.optimizer.step()
+        for constrain in env.post_step:
+            constrain(env.model)
         for hook in env.feature_hooks:
             hook(ctx, labels)
         with torch.no_grad():

@@ -13,10 +13,15 @@ from nclt.methods.schedules import Progress
 
 
 def build_optimizer(
-    model: nn.Module, lr: float, momentum: float, weight_decay: float, nesterov: bool = False
+    modules: list[nn.Module], lr: float, momentum: float, weight_decay: float,
+    nesterov: bool = False,
 ) -> torch.optim.SGD:
-    """SGD with momentum and weight decay on every trainable parameter (as the papers' code)."""
-    params = [p for p in model.parameters() if p.requires_grad]
+    """SGD with momentum and weight decay on every trainable parameter (as the papers' code).
+
+    ``modules`` are the network and the objective: loss modules with parameters (learnable
+    class centres of INC's code and of center loss) train with the network.
+    """
+    params = [p for m in modules for p in m.parameters() if p.requires_grad]
     return torch.optim.SGD(
         params, lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov
     )

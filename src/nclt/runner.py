@@ -119,11 +119,23 @@ def build_run(cfg: TrainConfig) -> Run:
         num_classes=train_set.num_classes, bias=cfg.model.head_bias, scale=cfg.model.head_scale,
         **method.head_args,
     )
-    model = Network(backbone, head, train_set.mean, train_set.std).to(device)
+    if method.views:  # multi-view methods (BCL, AllNC) choose their own views
+        if cfg.data.batch_augment:
+            raise ConfigError(
+                f"data.batch_augment applies to single-view methods; {method.name} uses the "
+                f"views {method.views}"
+            )
+        size = IMAGE_SIZES.get(cfg.data.dataset, 224)
+        train_set.views = [build_view(v, image_size=size) for v in method.views]
+    model = Network(backbone, head, train_set.mean, train_set.std, method.extra_heads)
+    model = model.to(device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     method.objective.to(device)
     provided = {"logits", "features", "head_weight", "labels", "labels_b", "lam", "class_weight"}
+    provided |= set(method.extra_heads)
+    if method.views and len(method.views) > 1:
+        provided |= {"view_features", "view_logits"}
     if hasattr(head, "embed"):
         provided.add("head_features")
     provided |= set(method.schedules)
@@ -189,7 +201,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
     if cfg.precision == "fp16" and run.device.type != "cuda":
         raise ConfigError("precision fp16 needs CUDA; use bf16 or fp32 on the CPU")
     optimizer = build_optimizer(
-        run.model, cfg.optim.lr, cfg.optim.momentum, cfg.optim.weight_decay, cfg.optim.nesterov
+        [run.model, run.method.objective], cfg.optim.lr, cfg.optim.momentum,
+        cfg.optim.weight_decay, cfg.optim.nesterov,
     )
     o = cfg.optim
     lr_at = LRSchedule(o.lr, o.schedule, tuple(o.milestones), o.gamma, o.warmup_epochs, o.min_lr)
@@ -234,6 +247,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
         model=run.model, objective=run.method.objective, optimizer=optimizer, lr_at=lr_at,
         schedules=run.method.schedules, device=run.device, precision=precision,
         channels_last=cfg.channels_last, on_nonfinite=cfg.on_nonfinite,
+        post_step=list(run.method.post_step),
     )
     batch_gen = torch.Generator(device=run.device)
     if cfg.data.batch_augment:

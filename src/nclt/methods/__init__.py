@@ -1,0 +1,6 @@
+"""Methods: declarative compositions of loss terms, schedules, views and heads.
+
+Importing this package registers every method component.
+"""
+
+from nclt.methods import recipes  # noqa: F401

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from torch import Tensor
+from torch import Tensor, nn
 
 from nclt.errors import ConfigError, closest
 from nclt.losses import LOSSES
@@ -44,6 +44,10 @@ class MethodParts:
     sampler: str | None = None  # overrides data.sampler
     head: str | None = None  # overrides model.head
     head_args: dict[str, Any] = field(default_factory=dict)
+    views: list[str] | None = None  # view names (data/views.py); the first is classified
+    extra_heads: dict[str, nn.Module] = field(default_factory=dict)  # name -> module
+    # called with the network after every optimizer step (e.g. a max-norm projection)
+    post_step: list[Callable[[nn.Module], None]] = field(default_factory=list)
 
 
 @dataclass
@@ -86,6 +90,9 @@ class Method:
     head: str | None
     head_args: dict[str, Any]
     args: dict[str, dict[str, Any]]  # resolved hyper-parameters per component
+    views: list[str] | None = None
+    extra_heads: dict[str, nn.Module] = field(default_factory=dict)
+    post_step: list[Callable[[nn.Module], None]] = field(default_factory=list)
 
 
 def split_name(name: str) -> list[str]:
@@ -143,7 +150,19 @@ def _merge(name: str, parts: list[MethodParts], resolved: dict[str, dict[str, An
     schedules: dict[str, Schedule] = {}
     sampler = head = None
     head_args: dict[str, Any] = {}
+    views: list[str] | None = None
+    extra_heads: dict[str, nn.Module] = {}
+    post_step: list[Callable[[nn.Module], None]] = []
     for p in parts:
+        post_step.extend(p.post_step)
+        if p.views is not None:
+            if views is not None and views != p.views:
+                raise ConfigError(f"method {name!r}: components disagree on the views")
+            views = p.views
+        for k, module in p.extra_heads.items():
+            if k in extra_heads:
+                raise ConfigError(f"method {name!r}: two components add the head {k!r}")
+            extra_heads[k] = module
         terms.extend(p.terms)
         for k, s in p.schedules.items():
             if k in schedules and schedules[k] != s:
@@ -156,7 +175,8 @@ def _merge(name: str, parts: list[MethodParts], resolved: dict[str, dict[str, An
         sampler = p.sampler or sampler
         head = p.head or head
         head_args.update(p.head_args)
-    return Method(name, Objective(terms), schedules, sampler, head, head_args, resolved)
+    return Method(name, Objective(terms), schedules, sampler, head, head_args, resolved, views,
+                  extra_heads, post_step)
 
 
 def describe_methods() -> list[tuple[str, str, str, str]]:
