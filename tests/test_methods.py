@@ -108,3 +108,79 @@ def test_etf_head_is_fixed(tmp_path):
     g = etf @ etf.T
     assert torch.allclose(g.diagonal(), torch.ones(10), atol=1e-5)
     assert torch.allclose(g[0, 1], torch.tensor(-1 / 9), atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def first_stage(tmp_path_factory):
+    out = tmp_path_factory.mktemp("stage1") / "run"
+    args = build_parser().parse_args(["train", "--method", "ce-drw", "--epochs", "2", "--out",
+                                      str(out), "--set", "progress=false"])
+    runner.train(config_from_args(args))
+    return out
+
+
+def _stage2(name: str, first, *extra: str):
+    args = build_parser().parse_args(["train", "--stage2", name, "--from", str(first),
+                                      "--set", "progress=false", *extra])
+    return config_from_args(args)
+
+
+def test_crt_freezes_backbone_and_samples_classes_uniformly(first_stage, monkeypatch):
+    from nclt import checkpoint as ckpt
+
+    cfg = _stage2("crt", first_stage, "--epochs", "2")
+    assert cfg.out.endswith("stage2_crt") and cfg.init_from.endswith("last.pt")
+    labels = []
+    real = runner.train_one_epoch
+
+    def spy(env, loader, *a, **k):
+        def record():
+            for x, y in loader:
+                # BatchNorm statistics stay the first stage's; the head trains
+                assert not env.model.backbone.training and env.model.head.training
+                labels.append(y)
+                yield x, y
+        return real(env, record(), *a, **k)
+
+    monkeypatch.setattr(runner, "train_one_epoch", spy)
+    runner.train(cfg)
+    before = ckpt.load(first_stage / "last.pt")["model"]
+    after = ckpt.load(first_stage / "stage2_crt" / "last.pt")["model"]
+    for k, v in before.items():
+        if k.startswith("backbone."):
+            assert torch.equal(v, after[k]), k
+    assert not torch.equal(before["head.weight"], after["head.weight"])
+    freq = torch.bincount(torch.cat(labels), minlength=10).double()
+    assert (freq / freq.sum()).max() < 0.2  # the head class holds 36% of the images
+
+
+def test_lws_trains_only_the_scales(first_stage):
+    from nclt import checkpoint as ckpt
+
+    runner.train(_stage2("lws", first_stage, "--epochs", "1"))
+    before = ckpt.load(first_stage / "last.pt")["model"]
+    after = ckpt.load(first_stage / "stage2_lws" / "last.pt")["model"]
+    for k, v in before.items():
+        assert torch.equal(v, after[k]), k
+    assert not torch.equal(after["head.scales"], torch.ones(10))
+
+
+def test_tau_norm_trains_nothing_and_normalises(first_stage):
+    from nclt import checkpoint as ckpt
+
+    cfg = _stage2("tau-norm", first_stage)
+    assert cfg.epochs == 0
+    runner.train(cfg)
+    run = runner.build_run(cfg)
+    w = ckpt.load(first_stage / "last.pt")["model"]["head.weight"]
+    f = torch.randn(3, w.shape[1])
+    expected = f @ (w / w.norm(dim=1, keepdim=True)).T
+    assert torch.allclose(run.model.head(f), expected, atol=1e-5)
+
+
+def test_stage2_needs_a_linear_first_stage_for_lws(tmp_path):
+    args = build_parser().parse_args(["train", "--method", "ldam", "--epochs", "1", "--out",
+                                      str(tmp_path / "r"), "--set", "progress=false"])
+    runner.train(config_from_args(args))
+    with pytest.raises(ConfigError, match="linear classifier"):
+        runner.train(_stage2("lws", tmp_path / "r"))

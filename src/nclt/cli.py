@@ -3,7 +3,10 @@
     nclt train [--config FILE] [--method NAME] [--dataset NAME] [--imbalance IF] [--epochs N]
                [--out DIR] [--data-root DIR] [--seeds 0,1,2] [--set key=value ...]
     nclt train --resume RUN_DIR
-    nclt eval CHECKPOINT [--data-root DIR] [--json FILE]
+    nclt train ... --sweep KEY=V1,V2 [--sweep KEY2=...]   (a grid, in <out>/KEY=V/...)
+    nclt eval CHECKPOINT [--data-root DIR] [--json FILE] [--gaussian-noise 0.1,0.2,...]
+    nclt report RUN_DIR|CHECKPOINT [--which last|best] [--out DIR] [--data-root DIR]
+    nclt compare RUN_DIR... [--out DIR]
     nclt data DATASET --imbalance IF [--profile exp|step] [--reverse]
     nclt methods
 
@@ -42,12 +45,36 @@ def _strip_reserved(data: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in data.items() if k not in RESERVED_TOP_KEYS}
 
 
+def stage2_base(name: str, run_dir: str, which: str = "last") -> dict[str, Any]:
+    """Config of a second stage: the first stage's config, the stage-2 preset, the method."""
+    from nclt.config import load_yaml, merge
+
+    first = Path(run_dir)
+    if not (first / "config.yaml").is_file():
+        raise ConfigError(f"--from {run_dir}: no config.yaml there (is it a finished nclt run?)")
+    data = _strip_reserved(load_yaml(first / "config.yaml"))
+    stage = preset("stage2")
+    data = merge(data, stage.get("default", {}))
+    data = merge(data, stage.get(name, {}))
+    data["method"] = {"name": name, "args": {}}
+    data["init_from"] = str(first / f"{which}.pt")
+    data["out"] = str(first / f"stage2_{name}")
+    return data
+
+
 def config_from_args(args: argparse.Namespace) -> Any:
     from nclt.config import (
         apply_override, from_dict, load_yaml, merge, parse_override, TrainConfig, validate,
     )
 
     file_data = _strip_reserved(load_yaml(args.config)) if args.config else {}
+    if getattr(args, "stage2", None):
+        if not args.from_run:
+            raise ConfigError("--stage2 needs --from RUN_DIR (the finished first stage)")
+        if args.config or args.method:
+            raise ConfigError("--stage2 takes its config from --from RUN_DIR; drop --config "
+                              "and --method (use --set to change a value)")
+        file_data = stage2_base(args.stage2, args.from_run)
     flags: dict[str, Any] = {}
     if args.method:
         flags["method"] = {"name": args.method}
@@ -71,13 +98,96 @@ def config_from_args(args: argparse.Namespace) -> Any:
     return cfg
 
 
+def split_values(raw: str) -> list[str]:
+    """``"0.1,[1,2],x"`` -> ``["0.1", "[1,2]", "x"]``: commas inside brackets or quotes stay."""
+    out, depth, quote, cur = [], 0, "", ""
+    for ch in raw:
+        if quote:
+            quote = "" if ch == quote else quote
+        elif ch in "'\"":
+            quote = ch
+        elif ch in "[{":
+            depth += 1
+        elif ch in "]}":
+            depth -= 1
+        elif ch == "," and depth == 0:
+            out.append(cur.strip())
+            cur = ""
+            continue
+        cur += ch
+    out.append(cur.strip())
+    return out
+
+
+def sweep_grid(specs: list[str]) -> list[list[tuple[str, str]]]:
+    """``["a=1,2", "b=x,y"]`` -> the product [[("a","1"),("b","x")], ...], first key outermost."""
+    import itertools
+
+    axes = []
+    for spec in specs:
+        if "=" not in spec:
+            raise ConfigError(f"--sweep {spec!r}: expected key=v1,v2,... (e.g. optim.lr=0.1,0.05)")
+        key, raw = (x.strip() for x in spec.split("=", 1))
+        if key in ("seed", "out"):
+            raise ConfigError(f"--sweep {key}: use --seeds / --out instead")
+        values = split_values(raw)
+        if not key or not all(values) or len(set(values)) != len(values):
+            raise ConfigError(f"--sweep {spec!r}: needs a key and distinct, non-empty values")
+        if key in (k for k, _ in (a[0] for a in axes)):
+            raise ConfigError(f"--sweep {key} is given twice; list all its values once")
+        axes.append([(key, v) for v in values])
+    return [list(point) for point in itertools.product(*axes)]
+
+
+def sweep_folder(key: str, value: str) -> str:
+    """Folder name of one sweep value: ``key=value`` with unsafe characters replaced by _."""
+    import re
+
+    name = re.sub(r"[^A-Za-z0-9._=+-]", "_", f"{key}={value}")
+    return name if name not in (".", "..") else f"_{name}"
+
+
+def sweep_configs(args: argparse.Namespace) -> list[Any]:
+    """The configs of ``--sweep`` (x ``--seeds``): each grid point is applied as extra
+    ``--set KEY=V`` overrides (after the user's), in ``<out>/KEY=V/.../[seed<s>]``.
+
+    Every config is built and validated, and no target folder may hold a run, before the
+    first training starts.
+    """
+    import argparse as ap
+
+    grid = sweep_grid(args.sweep)
+    first = config_from_args(args)
+    base = Path(args.out) if args.out else Path("runs") / (
+        f"sweep_{first.data.dataset}_{first.method.name}_if{first.data.imbalance:g}")
+    seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else [first.seed]
+    cfgs = []
+    for point in grid:
+        sub = ap.Namespace(**{**vars(args),
+                              "set": [*(args.set or []), *(f"{k}={v}" for k, v in point)]})
+        folder = base.joinpath(*(sweep_folder(k, v) for k, v in point))
+        for seed in seeds:
+            cfg = config_from_args(sub)
+            cfg.seed = seed
+            cfg.out = str(folder / f"seed{seed}") if len(seeds) > 1 else str(folder)
+            cfgs.append(cfg)
+    outs = [c.out for c in cfgs]
+    if len(set(outs)) != len(outs):
+        raise ConfigError("--sweep: two grid points map to the same folder; use distinct values")
+    taken = [o for o in outs if (Path(o) / "last.pt").exists()]
+    if taken:
+        raise ConfigError(f"--sweep: {taken[0]} already holds a run; choose another --out")
+    log.info("sweep: %d runs in %s", len(cfgs), base)
+    return cfgs
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from nclt.config import TrainConfig, from_dict, load_yaml, validate
     from nclt.runner import train
 
     if args.resume:
         given = [f for f in ("config", "method", "dataset", "imbalance", "epochs", "out", "set",
-                             "seeds") if getattr(args, f)]
+                             "seeds", "stage2", "from_run", "sweep") if getattr(args, f, None)]
         if given:
             raise ConfigError(
                 f"--resume continues a run exactly as configured; drop {', '.join(given)} "
@@ -90,6 +200,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             cfg.data.root = args.data_root
         validate(cfg)
         results = [train(cfg, resume=True)]
+    elif getattr(args, "sweep", None):
+        results = [train(c) for c in sweep_configs(args)]
     else:
         cfg = config_from_args(args)
         seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else [cfg.seed]
@@ -110,10 +222,46 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from nclt.evaluate import evaluate_checkpoint
     from nclt.runlog import write_json
 
+    if getattr(args, "gaussian_noise", None):
+        from nclt.evaluate import evaluate_noise, format_noise
+
+        try:
+            sigmas = [float(v) for v in args.gaussian_noise.split(",")]
+        except ValueError:
+            raise ConfigError(f"--gaussian-noise {args.gaussian_noise!r}: expected numbers, "
+                              "e.g. 0.1,0.2,0.3,0.4") from None
+        res = evaluate_noise(args.checkpoint, sigmas, data_root=args.data_root,
+                             seed=args.noise_seed)
+        print(format_noise(res))
+        if args.json:
+            write_json(Path(args.json), res)
+        return 0
     res = evaluate_checkpoint(args.checkpoint, data_root=args.data_root)
     print(format_results(res))
     if args.json:
         write_json(Path(args.json), res)
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from nclt.report import build_report
+
+    page = build_report(
+        args.path, out=args.out, which=args.which, data_root=args.data_root, device=args.device,
+        max_points=args.max_points, seed=args.seed, ot_epsilon=args.ot_epsilon,
+        nc_options={"global_mean": args.global_mean, "within": args.within,
+                    "center_w": not args.raw_w},
+    )
+    print(f"report: {page}")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from nclt.report.compare import compare
+
+    table, _ = compare(args.runs, out=args.out)
+    print(table)
+    print(f"\nwrote {Path(args.out) / 'compare.csv'} and {Path(args.out) / 'compare.png'}")
     return 0
 
 
@@ -187,14 +335,52 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seeds", help="comma-separated seeds, run in turn (e.g. 0,1,2)")
     t.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override any config key, e.g. --set optim.lr=0.05 (repeatable)")
+    t.add_argument("--sweep", action="append", metavar="KEY=V1,V2",
+                   help="run a grid: every combination of the values (repeatable; applied like "
+                   "--set; runs in <out>/KEY=V/..., with --seeds in .../seed<s>)")
     t.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR")
+    t.add_argument("--stage2", metavar="NAME", help="second stage on a finished run: crt, lws, "
+                   "tau-norm (needs --from; output in RUN_DIR/stage2_NAME)")
+    t.add_argument("--from", dest="from_run", metavar="RUN_DIR",
+                   help="the finished first-stage run for --stage2")
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("eval", help="evaluate a checkpoint: accuracy and neural-collapse metrics")
     e.add_argument("checkpoint")
     e.add_argument("--data-root")
     e.add_argument("--json", help="also write the results to this JSON file")
+    e.add_argument("--gaussian-noise", metavar="S1,S2,...",
+                   help="test accuracy under additive Gaussian noise of these std devs instead "
+                   "(INC Table 6): sigma * N(0,1) added to the pixels in [0, 1], before the "
+                   "normalization, not clamped")
+    e.add_argument("--noise-seed", type=int, default=0, help="seed of the noise (default 0)")
     e.set_defaults(func=cmd_eval)
+
+    r = sub.add_parser("report", help="figures and report.html for a run folder or checkpoint")
+    r.add_argument("path", help="run folder (uses its last.pt / best.pt) or checkpoint file")
+    r.add_argument("--which", choices=["last", "best"], default="last",
+                   help="checkpoint of a run folder (default last)")
+    r.add_argument("--out", help="output folder (default <folder of the checkpoint>/report)")
+    r.add_argument("--data-root", help="folder holding the datasets")
+    r.add_argument("--device", help="cpu, cuda, ... (default: the checkpoint's)")
+    r.add_argument("--max-points", type=int, default=2000,
+                   help="training features kept for t-SNE and transport plans (default 2000)")
+    r.add_argument("--seed", type=int, default=0, help="seed of that subsample and of t-SNE")
+    r.add_argument("--ot-epsilon", type=float,
+                   help="entropic regularization of the transport plans (default: the run's "
+                   "DisA epsilon, else 0.1)")
+    r.add_argument("--global-mean", choices=["class", "sample"], default="class",
+                   help="mu_G: mean of class means (INC, DisA; default) or of samples (AllNC)")
+    r.add_argument("--within", choices=["sample", "class"], default="sample",
+                   help="Sigma_W averaged over samples (default, AllNC) or per class (DisA)")
+    r.add_argument("--raw-w", action="store_true",
+                   help="classifier metrics on the raw vectors (ARB) instead of centered (AllNC)")
+    r.set_defaults(func=cmd_report)
+
+    c = sub.add_parser("compare", help="one table across runs, mean +- std over seeds")
+    c.add_argument("runs", nargs="+", help="run folders, or folders holding runs (a sweep)")
+    c.add_argument("--out", default=".", help="where compare.csv and compare.png go (default .)")
+    c.set_defaults(func=cmd_compare)
 
     d = sub.add_parser("data", help="per-class counts of a long-tailed dataset (no files needed)")
     d.add_argument("dataset")

@@ -99,6 +99,7 @@ class TrainConfig:
     on_nonfinite: Literal["stop", "skip"] = "stop"
     deterministic: bool = False  # torch.use_deterministic_algorithms
     progress: bool = True
+    init_from: str = ""  # checkpoint whose weights initialise the network (second stages)
     out: str = ""  # output folder; "" = runs/<dataset>_<method>_if<IF>_s<seed>
 
     def run_dir(self) -> Path:
@@ -271,7 +272,8 @@ def build_config(
 def validate(cfg: TrainConfig) -> None:
     """Range checks that types alone do not express."""
     checks = [
-        (cfg.epochs >= 1, "epochs must be >= 1"),
+        (cfg.epochs >= 1 or (cfg.epochs == 0 and bool(cfg.init_from)),
+         "epochs must be >= 1 (0 only for a second stage that trains nothing, e.g. tau-norm)"),
         (cfg.data.imbalance >= 1, "data.imbalance is n_max/n_min and must be >= 1 (100, not 0.01)"),
         (cfg.data.batch_size >= 1, "data.batch_size must be >= 1"),
         (cfg.data.test_batch_size >= 1, "data.test_batch_size must be >= 1"),

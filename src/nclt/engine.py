@@ -47,7 +47,7 @@ class TrainEnv:
 
     model: nn.Module
     objective: Objective
-    optimizer: torch.optim.Optimizer
+    optimizer: torch.optim.Optimizer | None
     lr_at: Callable[[Progress], float]
     schedules: dict[str, Schedule]
     device: torch.device
@@ -59,6 +59,7 @@ class TrainEnv:
     scaler: Any = None  # torch.amp.GradScaler for fp16
     feature_hooks: list[Callable[[dict[str, Tensor], Tensor], None]] = field(default_factory=list)
     post_step: list[Callable[[nn.Module], None]] = field(default_factory=list)
+    frozen: list[nn.Module] = field(default_factory=list)  # kept in eval mode while training
 
 
 def _to_device(views: list[Tensor], env: TrainEnv) -> list[Tensor]:
@@ -83,6 +84,8 @@ def train_one_epoch(
 ) -> dict[str, float]:
     """Train for one epoch; returns mean loss parts, train top-1 (%), lr, seconds, images/s."""
     env.model.train()
+    for module in env.frozen:
+        module.eval()
     sums: dict[str, Tensor] = {}
     n_seen, correct = 0, torch.zeros((), dtype=torch.float64)
     n_steps = skipped = 0

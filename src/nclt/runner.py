@@ -140,7 +140,49 @@ def build_run(cfg: TrainConfig) -> Run:
         provided.add("head_features")
     provided |= set(method.schedules)
     method.objective.check_reads(provided)
-    return Run(cfg, device, train_set, test_set, train_eval, model, method, counts)
+    run = Run(cfg, device, train_set, test_set, train_eval, model, method, counts)
+    if cfg.init_from:
+        init_from_checkpoint(run, cfg.init_from)
+    return run
+
+
+SOURCE_HEADS = {"lws": ("linear",), "tau_norm": ("linear",)}  # stage-2 heads need these
+
+
+def init_from_checkpoint(run: Run, path: str) -> None:
+    """Second stages: take a finished run's weights, then freeze what the method keeps fixed.
+
+    The backbone (and, unless the method re-initialises it, the head) is loaded from
+    ``path``; parameters outside the method's ``trainable`` prefixes stop requiring
+    gradients, and a frozen backbone stays in eval mode during training (its BatchNorm
+    statistics are those of the first stage).
+    """
+    state = ckpt.load(path)
+    if state.get("num_classes") != int(run.train_set.num_classes):
+        raise CheckpointError(
+            f"{path} has {state.get('num_classes')} classes, this run has "
+            f"{run.train_set.num_classes}"
+        )
+    head_name = run.method.head or run.cfg.model.head
+    source_head = state.get("head", "linear")
+    if head_name in SOURCE_HEADS and source_head not in SOURCE_HEADS[head_name]:
+        raise ConfigError(
+            f"{run.method.name} needs a first stage with a {SOURCE_HEADS[head_name][0]} "
+            f"classifier; {path} has a {source_head!r} head"
+        )
+    weights = {k: v for k, v in state["model"].items()
+               if not (run.method.reinit_head and k.startswith("head."))}
+    missing, unexpected = run.model.load_state_dict(weights, strict=False)
+    missing = [k for k in missing if not k.startswith("head.") and not k.startswith("extra_heads.")]
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{path} does not match this model (missing {missing[:5]}, unexpected "
+            f"{unexpected[:5]}): was it trained with model.arch={run.cfg.model.arch}?"
+        )
+    if run.method.trainable is not None:
+        prefixes = run.method.trainable
+        for name, p in run.model.named_parameters():
+            p.requires_grad_(any(name.startswith(pre) for pre in prefixes))
 
 
 def _loader(ds: Dataset, cfg: TrainConfig, train: bool, sampler: Any, gen: torch.Generator,
@@ -159,14 +201,14 @@ def _loader(ds: Dataset, cfg: TrainConfig, train: bool, sampler: Any, gen: torch
     )
 
 
-def _checkpoint_state(run: Run, optimizer: torch.optim.Optimizer, epoch: int,
+def _checkpoint_state(run: Run, optimizer: torch.optim.Optimizer | None, epoch: int,
                       best: dict[str, Any], history: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "format": ckpt.FORMAT_VERSION,
         "epoch": epoch,  # 0-based index of the last finished epoch
         "model": run.model.state_dict(),
         "objective": run.method.objective.state_dict(),
-        "optimizer": optimizer.state_dict(),
+        "optimizer": optimizer.state_dict() if optimizer is not None else {},
         "rng": ckpt.rng_state(),
         "best": best,
         "history": history,
@@ -175,6 +217,7 @@ def _checkpoint_state(run: Run, optimizer: torch.optim.Optimizer, epoch: int,
         "num_classes": int(run.train_set.num_classes),
         "method": run.method.name,
         "arch": run.cfg.model.arch,
+        "head": run.method.head or run.cfg.model.head,
     }
 
 
@@ -200,10 +243,14 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
     precision = Precision.of(cfg.precision, run.device)
     if cfg.precision == "fp16" and run.device.type != "cuda":
         raise ConfigError("precision fp16 needs CUDA; use bf16 or fp32 on the CPU")
+    trains = any(p.requires_grad for m in (run.model, run.method.objective)
+                 for p in m.parameters())
+    if not trains and cfg.epochs > 0:
+        raise ConfigError(f"{run.method.name} trains no parameter: set epochs to 0")
     optimizer = build_optimizer(
         [run.model, run.method.objective], cfg.optim.lr, cfg.optim.momentum,
         cfg.optim.weight_decay, cfg.optim.nesterov,
-    )
+    ) if trains else None
     o = cfg.optim
     lr_at = LRSchedule(o.lr, o.schedule, tuple(o.milestones), o.gamma, o.warmup_epochs, o.min_lr)
     sampler_kind = run.method.sampler or cfg.data.sampler
@@ -222,7 +269,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
         check_compatible(state, run)
         run.model.load_state_dict(state["model"])
         run.method.objective.load_state_dict(state["objective"])
-        optimizer.load_state_dict(state["optimizer"])
+        if optimizer is not None:
+            optimizer.load_state_dict(state["optimizer"])
         ckpt.set_rng_state(state["rng"])
         start_epoch, best, history = state["epoch"] + 1, state["best"], state["history"]
         if start_epoch >= cfg.epochs:
@@ -248,6 +296,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
         schedules=run.method.schedules, device=run.device, precision=precision,
         channels_last=cfg.channels_last, on_nonfinite=cfg.on_nonfinite,
         post_step=list(run.method.post_step),
+        frozen=[run.model.backbone] if _backbone_frozen(run) else [],
     )
     batch_gen = torch.Generator(device=run.device)
     if cfg.data.batch_augment:
@@ -305,6 +354,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
         test = {}
 
     final, nc = final_metrics(run, precision, test_loader)
+    if main and cfg.epochs == 0:  # a stage that trains nothing (tau-norm) still leaves a model
+        ckpt.save_atomic(_checkpoint_state(run, optimizer, -1, best, history), out / "last.pt")
     seconds = sum(float(h["seconds"]) for h in history)  # training time, resumed parts too
     images = sum(float(h["images"]) for h in history)
     results = {
@@ -395,6 +446,10 @@ class NCTracker:
         out["nc/nc4"] = self.nc4.compute() if self.nc4 is not None else None
         self.env.feature_hooks = []
         return out
+
+
+def _backbone_frozen(run: Run) -> bool:
+    return not any(p.requires_grad for p in run.model.backbone.parameters())
 
 
 def final_metrics(

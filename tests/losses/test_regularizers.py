@@ -216,6 +216,15 @@ def test_center_loss_matches_formula() -> None:
     assert loss.__class__(4, 5, reduction="none")(feats, labels).shape == (12,)
 
 
+def test_within_is_reweighted_center_loss() -> None:
+    feats, _ = random_batch(b=12, k=4)
+    labels = torch.arange(4).repeat(3)  # every class 3 times
+    center = CenterLoss(4, 5).double()
+    within = WithinClassLoss(4, centres=center.centres)
+    want = (2 * 12 / 3) * center(feats, labels)
+    assert within(feats, labels).item() == pytest.approx(want.item(), rel=1e-12)
+
+
 def test_inc_shares_learnable_centres() -> None:
     feats, labels = random_batch(k=4)
     inc = INCLoss(4, feature_dim=5, lambda_w=0.3, lambda_b=0.7, centres="learnable").double()

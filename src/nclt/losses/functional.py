@@ -467,6 +467,9 @@ def contrastive_log_denominator(
             ``log sum_j exp(1/|S_j| sum_{k in S_j} s_ik)``. ``S_j`` is class ``j`` in the
             contrast set without the anchor; classes with empty ``S_j`` are left out.
     """
+    # An anchor whose contrast set is only itself (one sample, one view) keeps itself, so its
+    # (unused) denominator and gradient stay finite.
+    self_mask = self_mask & ~self_mask.all(dim=1, keepdim=True)
     masked = sim.masked_fill(self_mask, float("-inf"))
     if averaging == "none":
         return torch.logsumexp(masked, dim=1)

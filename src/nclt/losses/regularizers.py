@@ -71,15 +71,16 @@ class WithinClassLoss(nn.Module):
             is a sum of per-class mean squared distances) or ``"dataset"`` (``class_counts``).
         class_counts: (K,) training images per class; required for ``counts="dataset"``.
         class_reduction: ``"sum"`` over classes (default, Eq. 13 as printed) or ``"mean"``
-            (divided by K, as the official code; INC's lambda_1 were tuned with it, so use
-            "mean" to reproduce INC's lambda_1 = 0.01 / 0.05).
+            (divided by K, as the official code's ``NC1Loss``; the lambda_1 of INC Table 1 may
+            have been tuned with that form: a factor K between the two).
         scope: ``"global"`` or ``"local"`` batch statistics.
 
     Forward:
         features (B, D), labels (B,) -> scalar. Absent classes contribute nothing; a class
         with one sample contributes 0 with batch centres.
 
-    Reduces to center loss (up to a factor) when every class has the same count.
+    With learnable centres shared with ``CenterLoss`` and every class of the batch counted n
+    times, ``L_W = (2B/n) x`` center loss: only the weighting of the classes differs.
     """
 
     def __init__(

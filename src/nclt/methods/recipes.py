@@ -48,6 +48,9 @@ class MethodParts:
     extra_heads: dict[str, nn.Module] = field(default_factory=dict)  # name -> module
     # called with the network after every optimizer step (e.g. a max-norm projection)
     post_step: list[Callable[[nn.Module], None]] = field(default_factory=list)
+    # second stages: parameter-name prefixes that train (all others frozen; None = all train)
+    trainable: tuple[str, ...] | None = None
+    reinit_head: bool = False  # do not take the head's weights from init_from
 
 
 @dataclass
@@ -93,6 +96,8 @@ class Method:
     views: list[str] | None = None
     extra_heads: dict[str, nn.Module] = field(default_factory=dict)
     post_step: list[Callable[[nn.Module], None]] = field(default_factory=list)
+    trainable: tuple[str, ...] | None = None
+    reinit_head: bool = False
 
 
 def split_name(name: str) -> list[str]:
@@ -175,8 +180,10 @@ def _merge(name: str, parts: list[MethodParts], resolved: dict[str, dict[str, An
         sampler = p.sampler or sampler
         head = p.head or head
         head_args.update(p.head_args)
+    trainable = next((p.trainable for p in parts if p.trainable is not None), None)
+    reinit = any(p.reinit_head for p in parts)
     return Method(name, Objective(terms), schedules, sampler, head, head_args, resolved, views,
-                  extra_heads, post_step)
+                  extra_heads, post_step, trainable, reinit)
 
 
 def describe_methods() -> list[tuple[str, str, str, str]]:
@@ -387,3 +394,31 @@ def _disa(ctx: BuildContext, weight: float = 0.1, epsilon: float = 1.0, iteratio
         )
         term = Term("disa", loss, ("features",), weight)
     return MethodParts([term])
+
+
+# ----------------------------------------------------------------------------- second stages
+# Run on a finished first stage: ``nclt train --stage2 crt --from RUN_DIR`` (the backbone is
+# frozen and kept in eval mode; presets/stage2.yaml holds the stage's protocol).
+
+_DECOUPLE = "Kang et al., ICLR 2020 (decoupling)"
+
+
+@component("crt", "base", _DECOUPLE,
+           "second stage: re-train a fresh classifier on the frozen backbone, class-balanced")
+def _crt(ctx: BuildContext) -> MethodParts:
+    return MethodParts([_logit_term("ce", "ce", ctx)], sampler="class_balanced",
+                       trainable=("head.",), reinit_head=True)
+
+
+@component("lws", "base", _DECOUPLE,
+           "second stage: learn one scale per class on the frozen classifier, class-balanced")
+def _lws(ctx: BuildContext) -> MethodParts:
+    return MethodParts([_logit_term("ce", "ce", ctx)], sampler="class_balanced", head="lws",
+                       trainable=("head.scales",))
+
+
+@component("tau-norm", "base", _DECOUPLE,
+           "second stage, no training: classifier vectors divided by their norm^tau")
+def _tau_norm(ctx: BuildContext, tau: float = 1.0) -> MethodParts:
+    return MethodParts([_logit_term("ce", "ce", ctx)], head="tau_norm",
+                       head_args={"tau": tau}, trainable=())

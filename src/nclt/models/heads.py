@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -91,3 +92,35 @@ class FixedETFHead(nn.Module):
 
     def forward(self, features: Tensor) -> Tensor:
         return self.classify(self.embed(features))
+
+
+@HEADS.register("lws")
+class LWSHead(nn.Linear):
+    """Learnable weight scaling (Kang et al., ICLR 2020): ``f_c * (w_c . h + b_c)``.
+
+    A second-stage head: ``weight`` and ``bias`` come from the first stage and stay frozen;
+    only the per-class scales ``scales`` (initialised to 1) are trained.
+    """
+
+    def __init__(self, feature_dim: int, num_classes: int, bias: bool = True, **_: object):
+        super().__init__(feature_dim, num_classes, bias=bias)
+        self.scales = nn.Parameter(torch.ones(num_classes))
+
+    def forward(self, features: Tensor) -> Tensor:
+        return super().forward(features) * self.scales
+
+
+@HEADS.register("tau_norm")
+class TauNormHead(nn.Linear):
+    """tau-normalised classifier (Kang et al., ICLR 2020): ``w_c / ||w_c||^tau``, no training.
+
+    The bias is dropped (as Kang et al. do); ``weight`` keeps the first stage's vectors.
+    """
+
+    def __init__(self, feature_dim: int, num_classes: int, tau: float = 1.0, **_: object):
+        super().__init__(feature_dim, num_classes, bias=True)
+        self.tau = tau
+
+    def forward(self, features: Tensor) -> Tensor:
+        w = self.weight / self.weight.norm(dim=1, keepdim=True).clamp_min(1e-12).pow(self.tau)
+        return F.linear(features, w)

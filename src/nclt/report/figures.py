@@ -173,7 +173,8 @@ def accuracy_vs_size(per_class: Sequence[float | None], counts: np.ndarray,
         if not idx:
             continue
         idx = np.asarray(idx)
-        ax.scatter(counts[idx], acc[idx], s=18, color=GROUP_COLORS.get(g), label=f"{g} ({len(idx)})")
+        ax.scatter(counts[idx], acc[idx], s=18, color=GROUP_COLORS.get(g),
+                   label=f"{g} ({len(idx)})")
     if len(counts) <= 20:
         for i, (c, a) in enumerate(zip(counts, acc, strict=True)):
             if np.isfinite(a):
@@ -215,13 +216,14 @@ def arb_similarity_matrix(m: np.ndarray, names: Sequence[str], order: np.ndarray
     np.fill_diagonal(mo, np.nan)  # meaningless (0 by definition): left blank
     ideal = 1.0 / (k - 1)
     finite = mo[np.isfinite(mo)]
-    spread = float(np.max(np.abs(finite - ideal))) if finite.size else ideal
+    # the 95th percentile, not the max: a row whose denominator is near 0 would wash out the rest
+    spread = float(np.percentile(np.abs(finite - ideal), 95)) if finite.size else ideal
     spread = max(spread, 1e-3 * ideal)
     fig = Figure(figsize=(5.6, 5.0) if k <= 20 else (7.5, 6.8))
     ax = fig.add_subplot()
     im = ax.imshow(mo, cmap="PuOr_r", interpolation="nearest",
                    norm=TwoSlopeNorm(vmin=ideal - spread, vcenter=ideal, vmax=ideal + spread))
-    cb = fig.colorbar(im, ax=ax)
+    cb = fig.colorbar(im, ax=ax, extend="both")
     cb.ax.axhline(ideal, color="k", lw=1.5)
     cb.set_label(f"M_ij; ideal 1/(K-1) = {ideal:.3g}")
     _annotate(ax, mo, ".2f")
@@ -272,7 +274,7 @@ def transport_plan(plan: np.ndarray, labels: np.ndarray, names: Sequence[str],
 def embedding_2d(points: np.ndarray, labels: np.ndarray, mean_pts: np.ndarray,
                  mean_classes: np.ndarray, w_pts: np.ndarray, names: Sequence[str],
                  path: Path) -> Path:
-    """DisA Fig. 4: 2-D embedding of features (dots), class means (stars), classifier (triangles)."""
+    """DisA Fig. 4: 2-D embedding of features (dots), class means (stars), classifiers (^)."""
     k = len(names)
     cmap = _class_cmap(k)
     fig = Figure(figsize=(6.2, 5.2))
