@@ -18,24 +18,39 @@ from typing import Any
 import numpy as np
 import torch
 
-from nclt.errors import CheckpointError
+from nclt.errors import CheckpointError, CheckpointWriteError
 
 FORMAT_VERSION = 1
 
 
 def save_atomic(obj: dict[str, Any], path: str | Path) -> None:
-    """``torch.save`` to ``path`` atomically (temp file + fsync + rename)."""
+    """``torch.save`` to ``path`` atomically (temp file + fsync + rename).
+
+    Raises:
+        CheckpointWriteError: (an ``OSError`` too) the write failed, for example on a full
+            disk; the message says so and that the previous file at ``path`` is untouched.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, "wb") as f:
             torch.save(obj, f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as e:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError) and not isinstance(e, CheckpointWriteError):
+            kept = (f"the previous {path.name} is intact" if path.exists()
+                    else f"no {path.name} was written")
+            raise CheckpointWriteError(
+                e.errno, f"cannot write checkpoint {str(path)!r} ({e.strerror or e}); {kept} "
+                "(nclt writes a temporary file and renames it). Free some space, then continue "
+                "the run with `nclt train --resume RUN_DIR`"
+            ) from e
         raise
     try:  # make the rename itself durable
         dfd = os.open(path.parent, os.O_RDONLY)
@@ -54,7 +69,7 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str
         raise CheckpointError(f"checkpoint {str(path)!r} does not exist")
     try:
         obj = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:  # noqa: BLE001 - every failure mode means "not a usable checkpoint"
+    except Exception as e:
         raise CheckpointError(
             f"cannot read checkpoint {str(path)!r} ({type(e).__name__}: {str(e)[:300]}). "
             "It is truncated, corrupt, or not an nclt checkpoint (nclt loads with "

@@ -64,7 +64,13 @@ def stage2_base(name: str, run_dir: str, which: str = "last") -> dict[str, Any]:
 
 def config_from_args(args: argparse.Namespace) -> Any:
     from nclt.config import (
-        apply_override, from_dict, load_yaml, merge, parse_override, TrainConfig, validate,
+        TrainConfig,
+        apply_override,
+        from_dict,
+        load_yaml,
+        merge,
+        parse_override,
+        validate,
     )
 
     file_data = _strip_reserved(load_yaml(args.config)) if args.config else {}

@@ -10,6 +10,8 @@ of classes, feature width) are never typed in a config; builders inject them.
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -118,6 +120,9 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 
+_FLOAT_TEXT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
 def _coerce(value: Any, tp: Any, key: str) -> Any:
     """Check ``value`` against the annotation ``tp`` (ints are accepted for floats)."""
     origin = get_origin(tp)
@@ -156,6 +161,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     if dataclasses.is_dataclass(tp):
         return from_dict(tp, value, key)
     if tp is float:
+        if isinstance(value, str) and _FLOAT_TEXT.fullmatch(value.strip()):
+            return float(value)  # "1e-3": YAML 1.1 needs a dot to read it as a number
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(f"{key}: expected a number, got {value!r}")
         return float(value)
@@ -206,7 +213,7 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     try:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError as e:
-        raise ConfigError(f"--set {item!r}: cannot parse the value: {e}") from None
+        raise ConfigError(f"--set {item!r}: cannot parse the value: {_yaml_problem(e)}") from None
     return [k for k in key.strip().split(".") if k], value
 
 
@@ -223,20 +230,36 @@ def apply_override(data: dict[str, Any], path: list[str], value: Any) -> None:
     node[path[-1]] = value
 
 
-def load_yaml(path: str | Path) -> dict[str, Any]:
+def _yaml_problem(e: yaml.YAMLError) -> str:
+    """A YAML error on one line: ``line L, column C: problem`` (python tags named as such)."""
+    problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+    if "python/" in problem:
+        problem += " (Python tags are not allowed: nclt reads YAML with safe_load)"
+    mark = getattr(e, "problem_mark", None)
+    return f"line {mark.line + 1}, column {mark.column + 1}: {problem}" if mark else problem
+
+
+def load_yaml(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     """Read a YAML config file safely; supports ``base: other.yaml`` inheritance."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {str(path)!r} does not exist")
+    if path.resolve() in _seen:
+        chain = " -> ".join(str(p) for p in (*_seen, path.resolve()))
+        raise ConfigError(f"{path}: 'base:' inheritance loops ({chain})")
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+        raise ConfigError(f"{path}: not valid YAML: {_yaml_problem(e)}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"cannot read config file {str(path)!r}: {e}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping")
     base = data.pop("base", None)
     if base is not None:
-        parent = load_yaml(path.parent / base)
+        if not isinstance(base, str):
+            raise ConfigError(f"{path}: 'base' must be a file name, got {base!r}")
+        parent = load_yaml(path.parent / base, (*_seen, path.resolve()))
         data = merge(parent, data)
     return data
 
@@ -274,8 +297,12 @@ def validate(cfg: TrainConfig) -> None:
     checks = [
         (cfg.epochs >= 1 or (cfg.epochs == 0 and bool(cfg.init_from)),
          "epochs must be >= 1 (0 only for a second stage that trains nothing, e.g. tau-norm)"),
+        (math.isfinite(cfg.data.imbalance), "data.imbalance must be a finite number"),
         (cfg.data.imbalance >= 1, "data.imbalance is n_max/n_min and must be >= 1 (100, not 0.01)"),
-        (cfg.data.batch_size >= 1, "data.batch_size must be >= 1"),
+        (cfg.data.batch_size >= 2, "data.batch_size must be >= 2: BatchNorm in training mode and "
+         "the per-batch statistics of the losses need more than one sample per batch"),
+        (0 <= cfg.seed < 2**32 and 0 <= cfg.data.subset_seed < 2**32,
+         "seed and data.subset_seed must lie in 0..2**32-1"),
         (cfg.data.test_batch_size >= 1, "data.test_batch_size must be >= 1"),
         (cfg.data.num_workers >= 0, "data.num_workers must be >= 0"),
         (cfg.optim.lr > 0, "optim.lr must be > 0"),

@@ -114,10 +114,11 @@ def build_run(cfg: TrainConfig) -> Run:
     backbone = BACKBONES.build(cfg.model.arch, **bb_kwargs)
     ctx = BuildContext(counts, train_set.num_classes, backbone.feature_dim, cfg.epochs)
     method = build_method(cfg.method.name, cfg.method.args, ctx)
+    head_kwargs = {"bias": cfg.model.head_bias, "scale": cfg.model.head_scale,
+                   **method.head_args}  # a method's head_args (BCL's scale 30) win
     head = HEADS.build(
         method.head or cfg.model.head, feature_dim=backbone.feature_dim,
-        num_classes=train_set.num_classes, bias=cfg.model.head_bias, scale=cfg.model.head_scale,
-        **method.head_args,
+        num_classes=train_set.num_classes, **head_kwargs,
     )
     if method.views:  # multi-view methods (BCL, AllNC) choose their own views
         if cfg.data.batch_augment:

@@ -266,12 +266,20 @@ def _view_cutout(
     scale: tuple[float, float] = (0.08, 1.0),
 ) -> View:
     size = _size(image_size, 224 if base == "rrc_flip" else 32)
-    return v2.Compose([*_base(base, size, padding, flip, tuple(scale)), Cutout(16)])
+    ops = _base(base, size, padding, flip, tuple(scale))
+    return v2.Compose([*ops, Cutout(_cutout_side(size))])
 
 
 @VIEWS.register("autoaugment_cutout")
 def _view_autoaugment_cutout(image_size: int | None = None, **kw: Any) -> View:
-    return v2.Compose([_view_autoaugment(image_size, **kw), Cutout(16)])
+    side = _size(image_size, 224 if kw.get("base") == "rrc_flip" else 32)
+    return v2.Compose([_view_autoaugment(image_size, **kw), Cutout(_cutout_side(side))])
+
+
+def _cutout_side(image_side: int) -> int:
+    """16 (CIFAR's Cutout), but at most half the image side: a 16x16 hole blanks an 8x8
+    digit entirely, whatever its centre (the digits smoke runs of BCL get a 4x4 hole)."""
+    return max(1, min(16, image_side // 2))
 
 
 @VIEWS.register("simclr")

@@ -4,3 +4,4 @@ Importing this package registers every method component.
 """
 
 from nclt.methods import recipes  # noqa: F401
+from nclt.methods import multiview  # noqa: F401

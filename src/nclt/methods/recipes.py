@@ -20,7 +20,7 @@ from nclt.errors import ConfigError, closest
 from nclt.losses import LOSSES
 from nclt.losses.functional import class_weights
 from nclt.methods.objective import Objective, Term
-from nclt.methods.schedules import Constant, Schedule, SwitchAt, StepWeight
+from nclt.methods.schedules import Constant, Schedule, StepWeight, SwitchAt
 from nclt.registry import Registry
 
 
@@ -101,7 +101,8 @@ class Method:
 
 
 def split_name(name: str) -> list[str]:
-    parts = [p.strip() for p in name.split("+")]
+    # "++" ends a component's own name (allnc++); a single "+" joins components
+    parts = [p.strip().replace("\0", "++") for p in name.replace("++", "\0").split("+")]
     if not all(parts):
         raise ConfigError(f"method {name!r}: empty component in a '+'-joined name")
     return parts
@@ -280,7 +281,8 @@ def _balanced_softmax(ctx: BuildContext, tau: float = 1.0) -> MethodParts:
     return MethodParts([_logit_term("balanced_softmax", "balanced_softmax", ctx, tau=tau)])
 
 
-@component("logit-adjust", "base", "Menon et al., ICLR 2021", "logit-adjusted loss, tau * log prior")
+@component("logit-adjust", "base", "Menon et al., ICLR 2021",
+           "logit-adjusted loss, tau * log prior")
 def _logit_adjust(ctx: BuildContext, tau: float = 1.0) -> MethodParts:
     return MethodParts([_logit_term("logit_adjust", "logit_adjust", ctx, tau=tau)])
 

@@ -44,7 +44,10 @@ def _series(history: list[dict[str, Any]], column: str) -> tuple[np.ndarray, np.
     return np.array([e for e, _ in pts]), np.array([v for _, v in pts], dtype=np.float64)
 
 
-def _curves(data: ReportData, out: Path, entries: list[FigureEntry]) -> None:
+def curve_figures(data: ReportData, out: Path) -> list[FigureEntry]:
+    """The per-epoch figures from metrics.csv; a note instead of a PNG for missing columns."""
+    out.mkdir(parents=True, exist_ok=True)
+    entries: list[FigureEntry] = []
     h = data.history
     hint = ("train with --set nc_every=N to log NC metrics every N epochs into metrics.csv")
     # NC curves (AllNC Fig. 3-4)
@@ -105,7 +108,7 @@ def _curves(data: ReportData, out: Path, entries: list[FigureEntry]) -> None:
             x, y = _series(h, c)
             xs.append(x)
             series.append((name[c], y, style[c]))
-        F.epoch_curves(xs, series, f"within = {data.nc_options['within']} (of the logged run)",
+        F.epoch_curves(xs, series, "as logged in metrics.csv (training features)",
                        "trace", out / "covariance_traces.png", log=True)
         e.file = "covariance_traces.png"
     entries.append(e)
@@ -127,6 +130,7 @@ def _curves(data: ReportData, out: Path, entries: list[FigureEntry]) -> None:
         F.epoch_curves(xs, series, "", "accuracy (%)", out / "accuracy_curves.png")
         e.file = "accuracy_curves.png"
     entries.append(e)
+    return entries
 
 
 def transport_matrices(data: ReportData) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
@@ -197,6 +201,38 @@ def tsne_points(data: ReportData) -> tuple[np.ndarray, np.ndarray, np.ndarray, n
     return emb[:m], emb[m:m + p], emb[m + p:], present
 
 
+def transport_figures(data: ReportData, out: Path) -> list[FigureEntry]:
+    """DisA's align matrix and one batch's transport plan, or notes saying why not."""
+    names, order = data.class_names, data.order
+    out.mkdir(parents=True, exist_ok=True)
+    e_align = FigureEntry("align_matrix", "DisA align matrix A = L^T T", "", "DisA Fig. 2")
+    e_plan = FigureEntry("transport_plan", "Transport plan of one batch", "", "DisA Fig. 5")
+    if data.etf is None:
+        e_align.note = e_plan.note = f"Not drawn: {data.etf_source}."
+        e_align.caption = e_plan.caption = "needs a simplex ETF of the feature dimension."
+    elif len(data.sample_labels) == 0:
+        e_align.note = e_plan.note = "Not drawn: no training feature."
+    else:
+        a, plan, plan_labels, nb = transport_matrices(data)
+        F.align_matrix(a, names, order, out / "align_matrix.png")
+        F.transport_plan(plan, plan_labels, names, order, out / "transport_plan.png")
+        common = (f"entropic OT (epsilon {data.ot_epsilon:g}, {data.ot_iterations} iterations) "
+                  f"between batches of {min(data.batch_size, len(data.sample_labels))} training "
+                  f"features and the ETF vertices; ETF from {data.etf_source}")
+        e_align.caption = (f"A_(k,k') = transported mass from class k's samples to vertex k', "
+                           f"mean of {nb} batches; {common}; ideal: a diagonal with equal "
+                           f"entries whatever the class size.")
+        e_plan.caption = (f"T_ik for {len(plan_labels)} samples sorted by label; {common}; "
+                          "ideal: each row's mass on its own class's column, more mass per "
+                          "sample for minority samples.")
+        e_align.file, e_plan.file = "align_matrix.png", "transport_plan.png"
+        if data.ot_epsilon >= 0.5:
+            e_align.note = e_plan.note = (f"At epsilon {data.ot_epsilon:g} the plan is nearly "
+                                          "uniform (costs lie in [0, 2]); use --ot-epsilon 0.1 "
+                                          "for a sharper picture.")
+    return [e_align, e_plan]
+
+
 def draw_figures(data: ReportData, out: Path) -> list[FigureEntry]:
     """Write every PNG into ``out``; returns the page's sections in order."""
     out.mkdir(parents=True, exist_ok=True)
@@ -221,7 +257,7 @@ def draw_figures(data: ReportData, out: Path) -> list[FigureEntry]:
         f"degrees between classifier vectors ({wc}); ideal: every cell at {opt:.1f} deg (white).",
         "AllNC Fig. 2(c-d) and 7", "angles_classifier.png"))
 
-    _curves(data, out, entries)
+    entries += curve_figures(data, out)
 
     w_label = "||w_k - w_G||" if opts["center_w"] else "||w_k||"
     F.norms_by_class_size(np.linalg.norm(data.centered_means(), axis=1),
@@ -259,34 +295,7 @@ def draw_figures(data: ReportData, out: Path) -> list[FigureEntry]:
             f"1/(K-1) = {1 / (k - 1):.3g} (white) and B_D = B_A = B_L = 0.",
             "ARB Fig. 4, Eq. 20-22", "arb_similarity.png"))
 
-    e_align = FigureEntry(
-        "align_matrix", "DisA align matrix A = L^T T",
-        "", "DisA Fig. 2")
-    e_plan = FigureEntry("transport_plan", "Transport plan of one batch", "", "DisA Fig. 5")
-    if data.etf is None:
-        e_align.note = e_plan.note = f"Not drawn: {data.etf_source}."
-        e_align.caption = e_plan.caption = "needs a simplex ETF of the feature dimension."
-    elif len(data.sample_labels) == 0:
-        e_align.note = e_plan.note = "Not drawn: no training feature."
-    else:
-        a, plan, plan_labels, nb = transport_matrices(data)
-        F.align_matrix(a, names, order, out / "align_matrix.png")
-        F.transport_plan(plan, plan_labels, names, order, out / "transport_plan.png")
-        common = (f"entropic OT (epsilon {data.ot_epsilon:g}, {data.ot_iterations} iterations) "
-                  f"between batches of {min(data.batch_size, len(data.sample_labels))} training "
-                  f"features and the ETF vertices; ETF from {data.etf_source}")
-        e_align.caption = (f"A_(k,k') = transported mass from class k's samples to vertex k', "
-                           f"mean of {nb} batches; {common}; ideal: a diagonal with equal "
-                           f"entries whatever the class size.")
-        e_plan.caption = (f"T_ik for {len(plan_labels)} samples sorted by label; {common}; "
-                          "ideal: each row's mass on its own class's column, more mass per "
-                          "sample for minority samples.")
-        e_align.file, e_plan.file = "align_matrix.png", "transport_plan.png"
-        if data.ot_epsilon >= 0.5:
-            e_align.note = e_plan.note = (f"At epsilon {data.ot_epsilon:g} the plan is nearly "
-                                          "uniform (costs lie in [0, 2]); use --ot-epsilon 0.1 "
-                                          "for a sharper picture.")
-    entries += [e_align, e_plan]
+    entries += transport_figures(data, out)
 
     e = FigureEntry(
         "tsne", "t-SNE of training features",
