@@ -9,6 +9,7 @@ objective, check that it is finite, step the optimizer.
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -21,6 +22,8 @@ from nclt.errors import NonFiniteLossError
 from nclt.methods.objective import Objective
 from nclt.methods.schedules import Progress, Schedule
 from nclt.optim import set_lr
+
+log = logging.getLogger("nclt")
 
 
 @dataclass
@@ -89,6 +92,7 @@ def train_one_epoch(
     sums: dict[str, Tensor] = {}
     n_seen, correct = 0, torch.zeros((), dtype=torch.float64)
     n_steps = skipped = 0
+    last_bad = ""
     lr = 0.0
     start = time.perf_counter()
     for step, (x, labels) in enumerate(loader):
@@ -116,6 +120,8 @@ def train_one_epoch(
             )
             if env.on_nonfinite == "skip":
                 skipped += 1
+                last_bad = msg
+                log.warning("%s; step skipped (on_nonfinite=skip)", msg)
                 env.optimizer.zero_grad(set_to_none=True)
                 continue
             raise NonFiniteLossError(msg + "; the last good checkpoint is kept")
@@ -147,6 +153,12 @@ def train_one_epoch(
         if on_step is not None:
             elapsed = time.perf_counter() - start
             on_step(step, {"loss": float(res.total), "img_s": n_seen / max(elapsed, 1e-9)})
+    if skipped and not n_steps:
+        raise NonFiniteLossError(
+            f"every step of epoch {epoch + 1} ({skipped}) had a non-finite loss, the last: "
+            f"{last_bad}. on_nonfinite=skip is for rare bad steps; lower the learning rate or "
+            "check the data. The last good checkpoint is kept"
+        )
     seconds = time.perf_counter() - start
     stats = {k: float(v) / max(n_seen, 1) for k, v in sums.items()}
     stats.update(

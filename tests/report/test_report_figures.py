@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import math
 import re
@@ -61,8 +62,6 @@ def test_per_epoch_curves_with_and_without_nc_columns(report_data, tmp_path):
     from nclt.report.data import read_metrics_csv
 
     # written as metrics.csv and read back the way the report reads it
-    import csv
-
     hist = _fake_history(True)
     del hist[1]["nc/nc1"]  # an epoch where NC was not measured (nc_every > 1): a gap, no error
     path = tmp_path / "metrics.csv"
@@ -116,7 +115,7 @@ def test_angle_and_arb_matrices_on_a_simplex_etf():
     from nclt.geometry import simplex_etf
 
     k = 7
-    etf = simplex_etf(12, k, seed=3).T.double().numpy()  # (K, D) rows
+    etf = simplex_etf(12, k, seed=3, dtype=torch.float64).T.numpy()  # (K, D) rows
     ang = F.pairwise_angles_deg(etf)
     off = ang[~np.eye(k, dtype=bool)]
     np.testing.assert_allclose(off, math.degrees(math.acos(-1 / (k - 1))), atol=1e-6)
@@ -145,3 +144,15 @@ def test_no_etf_when_the_feature_dim_is_below_k_minus_1(report_data, tmp_path):
         assert entries[key].file is None and "below K - 1" in entries[key].note
     page = render_html(data, list(entries.values()))
     assert "below K - 1" in page and not (tmp_path / "align_matrix.png").exists()
+
+
+def test_checkpoint_resolution(digits_run, tmp_path):
+    from nclt.errors import CheckpointError
+    from nclt.report.data import resolve_checkpoint
+
+    run = digits_run[0]
+    assert resolve_checkpoint(run) == run / "last.pt"
+    assert resolve_checkpoint(run, "best") == run / "best.pt"
+    assert resolve_checkpoint(run / "best.pt", "last") == run / "best.pt"  # a file is a file
+    with pytest.raises(CheckpointError, match="no last.pt"):
+        resolve_checkpoint(tmp_path)

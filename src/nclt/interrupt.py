@@ -1,0 +1,96 @@
+"""Stop a run cleanly on SIGINT or SIGTERM.
+
+nclt writes a checkpoint at the end of every epoch (atomically) and replays an epoch exactly
+on resume, so the state worth keeping when a signal arrives is the last finished epoch's,
+which is already in ``last.pt``. Finishing the current epoch first would delay the exit by up
+to an epoch (a scheduler sends SIGKILL after a grace period), so the run stops promptly:
+the handler only sets a flag, the training loop checks it before each step and raises
+:class:`~nclt.errors.RunInterrupted`, whose message says which epoch ``--resume`` continues
+from; the CLI exits with ``128 + signal`` (130 for SIGINT, 143 for SIGTERM). A second signal
+stops at once (SIGINT: ``KeyboardInterrupt``); an atomic write in progress is then abandoned
+and the previous checkpoint stays. The handlers are installed only in the main thread of a
+single-process run, and the previous handlers are restored afterwards.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from types import FrameType, TracebackType
+from typing import Any, TypeVar
+
+from nclt import dist
+from nclt.errors import RunInterrupted
+
+log = logging.getLogger("nclt")
+
+T = TypeVar("T")
+
+SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def resume_hint(out: str | Path, epoch: int, epochs: int) -> str:
+    """Where a run stopped during the 0-based ``epoch`` can continue from."""
+    if epoch == 0:
+        return (f"no epoch had finished, so {out} holds no checkpoint: run the same command "
+                "again to start over")
+    return (f"{out}/last.pt holds epoch {epoch}/{epochs}; `nclt train --resume {out}` "
+            f"continues with epoch {epoch + 1}")
+
+
+class StopOnSignal:
+    """Context manager: SIGINT / SIGTERM set a flag that :meth:`batches` turns into a stop."""
+
+    def __init__(self, signals: Iterable[int] = SIGNALS) -> None:
+        self.signals = tuple(signals)
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> StopOnSignal:
+        if threading.current_thread() is threading.main_thread() and dist.world_size() == 1:
+            # Under DDP every rank would have to agree on the step to stop at (an all-reduced
+            # flag); until then the default behaviour (the process dies, last.pt stays) holds.
+            for s in self.signals:
+                self._previous[s] = signal.signal(s, self._handle)
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
+        self._previous.clear()
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        name = signal.Signals(signum).name
+        if self.signum is not None:  # a second signal: stop now
+            if signum == signal.SIGINT:
+                raise KeyboardInterrupt
+            raise RunInterrupted(f"stopped at once by a second {name}; last.pt is kept", signum)
+        self.signum = signum
+        log.warning("%s received: stopping before the next step (send it again to stop at once)",
+                    name)
+
+    def check(self, where: str) -> None:
+        """Raise RunInterrupted (``where`` says how to continue) when a signal has arrived."""
+        if self.signum is not None:
+            name = signal.Signals(self.signum).name
+            raise RunInterrupted(f"stopped by {name}; {where}", self.signum)
+
+    def batches(self, loader: Iterable[T], where: str) -> Iterator[T]:
+        """``loader``'s batches, stopping before the next one once a signal has arrived."""
+        it = iter(loader)
+        while True:
+            self.check(where)
+            try:
+                batch = next(it)
+            except StopIteration:
+                return
+            except Exception:
+                # Ctrl-C in a terminal also reaches DataLoader workers, which exit; the
+                # loader then reports them as dead. The signal is the cause: report that.
+                self.check(where)
+                raise
+            yield batch
