@@ -1,4 +1,4 @@
-"""Forward + backward time of the neural-collapse loss terms (regularizers, geometry, contrastive).
+"""Forward + backward time of every loss term, and its share of a ResNet-32 training step.
 
 Usage::
 
@@ -6,8 +6,11 @@ Usage::
     python benchmarks/bench_losses.py --quick    # 1 warm-up + 3 timed runs
     python benchmarks/bench_losses.py --device cuda --threads 4
 
-Shapes: features (B, D), projections (B, 2, D) (two views), prototypes / ETF (K, D). Prints the
-median milliseconds of one forward + backward per cell. Not a test.
+Shapes: logits (B, K), features (B, D), projections (B, 2, D) (two views), prototypes / ETF
+(K, D). Prints the median milliseconds of one forward + backward per cell, then, for the
+CIFAR-size columns (B=128), each term as a percentage of one ResNet-32 training step at
+batch 128 (forward + backward + SGD step, bf16 autocast and channels_last on the CPU as nclt
+trains). Not a test.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from nclt.geometry import simplex_etf
+from nclt.losses import LOSSES
 from nclt.losses.contrastive import BCLLoss, HyConLoss, SupConLoss
 from nclt.losses.geometry import DisALoss, DotRegressionLoss
 from nclt.losses.regularizers import (
@@ -76,7 +80,19 @@ def _cases(b: int, d: int, k: int, device: torch.device) -> dict[str, Callable[[
     supcon = SupConLoss(0.1).to(device)
     bcl = BCLLoss(k, 0.1).to(device)
     hycon = HyConLoss(k).to(device)
-    return {
+    counts = torch.bincount(labels, minlength=k).clamp_min(1).cpu() * 10
+    logits = torch.randn(b, k, generator=g).to(device).requires_grad_(True)
+    logit_losses = {
+        "ce": {}, "focal": {}, "ldam": {}, "balanced_softmax": {}, "gr": {}, "mse": {},
+        "cb": {"form": "softmax"}, "arb": {"counts": "batch"},
+    }
+    cases = {}
+    for name, kw in logit_losses.items():
+        loss = LOSSES.build(name, class_counts=counts, **kw).to(device)
+        cases[name] = lambda loss=loss: loss(logits, labels)
+    cases["cb sigmoid"] = (lambda loss=LOSSES.build("cb", class_counts=counts, form="sigmoid"):
+                           loss(logits, labels))
+    return cases | {
         "inc_within (batch)": lambda: within(feats, labels),
         "inc_within (learnable)": lambda: within_l(feats, labels),
         "inc_between": lambda: between(feats, labels),
@@ -90,6 +106,42 @@ def _cases(b: int, d: int, k: int, device: torch.device) -> dict[str, Callable[[
         "bcl (V=2, K prototypes)": lambda: bcl(proj, labels, protos),
         "hycon (V=2)": lambda: hycon(pred, proj, labels),
     }
+
+
+def resnet32_step_ms(device: torch.device, warmup: int, reps: int, batch: int = 128) -> float:
+    """One ResNet-32 training step (fwd + bwd + SGD) on random CIFAR-shaped data, as nclt trains."""
+    from nclt.models import build_network
+
+    net = build_network("resnet32", "linear", 10, 3, [0.5] * 3, [0.25] * 3).to(device)
+    net = net.to(memory_format=torch.channels_last)
+    opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9, weight_decay=2e-4)
+    x = torch.randint(0, 256, (batch, 3, 32, 32), dtype=torch.uint8, device=device)
+    x = x.contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, 10, (batch,), device=device)
+
+    def step() -> torch.Tensor:
+        opt.zero_grad(set_to_none=True)
+        with torch.autocast(device.type, dtype=torch.bfloat16):
+            out = net(x)
+        loss = F.cross_entropy(out["logits"].float(), y)
+        return loss
+
+    def full() -> torch.Tensor:
+        loss = step()
+        return loss
+
+    for _ in range(warmup):
+        full().backward()
+        opt.step()
+    times = []
+    for _ in range(reps):
+        _sync(device)
+        start = time.perf_counter()
+        full().backward()
+        opt.step()
+        _sync(device)
+        times.append(time.perf_counter() - start)
+    return 1e3 * statistics.median(times)
 
 
 def main() -> None:
@@ -114,6 +166,11 @@ def main() -> None:
     for name, row in results.items():
         print(name.ljust(width) + "".join(f"{t:20.2f}" for t in row))
     print("(B=128 D=64 K=100: dr / disa on random unit rows, no 100-simplex fits in 64 dims)")
+    step = resnet32_step_ms(device, warmup, reps)
+    print(f"\nResNet-32 training step, batch 128, bf16 + channels_last: {step:.1f} ms")
+    print("term".ljust(width) + "% of step, K=10".rjust(20) + "% of step, K=100".rjust(20))
+    for name, row in results.items():
+        print(name.ljust(width) + f"{100 * row[0] / step:20.2f}{100 * row[1] / step:20.2f}")
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ from nclt.data.samplers import build_sampler
 from nclt.data.views import BatchCropFlip, batch_mix, build_view
 from nclt.engine import Precision, TrainEnv, evaluate, predict, train_one_epoch
 from nclt.errors import CheckpointError, ConfigError
+from nclt.interrupt import StopOnSignal, resume_hint
 from nclt.methods.recipes import BuildContext, Method, build_method
 from nclt.metrics.accuracy import LongTailAccuracy
 from nclt.metrics.collapse import (
@@ -52,7 +53,12 @@ def resolve_device(name: str) -> torch.device:
         if torch.cuda.is_available():
             return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
         return torch.device("cpu")
-    dev = torch.device(name)
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(
+            f"device {name!r} is not a device name; use auto, cpu, cuda or cuda:N"
+        ) from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device {name!r} requested but CUDA is not available; use device=cpu")
     return dev
@@ -189,6 +195,11 @@ def init_from_checkpoint(run: Run, path: str) -> None:
 def _loader(ds: Dataset, cfg: TrainConfig, train: bool, sampler: Any, gen: torch.Generator,
             device: torch.device) -> DataLoader:
     d = cfg.data
+    # BatchNorm cannot train on a batch of one sample: drop a last batch of exactly one (a
+    # different sample every epoch, as the order is reshuffled); data.batch_size >= 2.
+    drop_one = train and len(sampler if sampler is not None else ds) % d.batch_size == 1
+    if drop_one:
+        log.info("the last training batch of each epoch would hold 1 sample: it is dropped")
     return DataLoader(
         ds,
         batch_size=d.batch_size if train else d.test_batch_size,
@@ -196,7 +207,7 @@ def _loader(ds: Dataset, cfg: TrainConfig, train: bool, sampler: Any, gen: torch
         sampler=sampler,
         num_workers=d.num_workers,
         pin_memory=device.type == "cuda",
-        drop_last=False,
+        drop_last=drop_one,
         generator=gen,
         persistent_workers=False,  # workers are re-seeded from the generator every epoch
     )
@@ -230,10 +241,30 @@ def check_compatible(state: dict[str, Any], run: Run) -> None:
             raise CheckpointError(
                 f"checkpoint was written for {key}={state.get(key)!r}, this run has {mine!r}"
             )
+    theirs = (state.get("config") or {}).get("model") or {}
+    for key, mine in to_dict(run.cfg)["model"].items():
+        if key in theirs and theirs[key] != mine:
+            raise CheckpointError(
+                f"checkpoint was written for model.{key}={theirs[key]!r}, this run has {mine!r}"
+            )
+    counts = state.get("class_counts")
+    if counts is not None and not torch.equal(torch.as_tensor(counts).cpu(), run.class_counts):
+        raise CheckpointError(
+            f"checkpoint was trained on class counts {torch.as_tensor(counts).tolist()}, this "
+            f"run's are {run.class_counts.tolist()} (another dataset, imbalance or subset)"
+        )
 
 
 def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
-    """Train ``cfg`` (or resume it from its run folder) and return results.json's content."""
+    """Train ``cfg`` (or resume it from its run folder) and return results.json's content.
+
+    SIGINT / SIGTERM stop the run before the next step, keeping last.pt (nclt.interrupt).
+    """
+    with StopOnSignal() as stop:
+        return _train(cfg, resume, stop)
+
+
+def _train(cfg: TrainConfig, resume: bool, stop: StopOnSignal) -> dict[str, Any]:
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
     if cfg.deterministic:
@@ -325,7 +356,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
         tracker = nc_tracker.start(epoch) if nc_tracker else None
         bar = _progress(cfg, epoch, steps_per_epoch, history)
         stats = train_one_epoch(
-            env, train_loader, epoch, cfg.epochs, steps_per_epoch,
+            env, stop.batches(train_loader, resume_hint(out, epoch, cfg.epochs)), epoch,
+            cfg.epochs, steps_per_epoch,
             on_step=(lambda step, info, bar=bar: _bar_update(bar, info)) if bar else None,
         )
         if bar is not None:

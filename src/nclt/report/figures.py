@@ -117,7 +117,8 @@ def epoch_curves(epochs: Sequence[np.ndarray], series: Sequence[tuple[str, np.nd
                  panels: Sequence[Sequence[int]] | None = None,
                  panel_titles: Sequence[str] | None = None) -> Path:
     """Lines over epochs. ``series`` = (label, values, linestyle), ``epochs`` aligned with it;
-    ``panels`` groups series indices into side-by-side axes (default: one axis)."""
+    ``panels`` groups series indices into side-by-side axes (default: one axis); ``log``
+    allows a log y axis where the values span more than a decade."""
     panels = panels or [list(range(len(series)))]
     fig = Figure(figsize=(4.2 * len(panels), 3.4))
     for p, idx in enumerate(panels):
@@ -125,7 +126,9 @@ def epoch_curves(epochs: Sequence[np.ndarray], series: Sequence[tuple[str, np.nd
         for i in idx:
             label, values, style = series[i]
             ax.plot(epochs[i], values, style, label=label, marker="." if len(values) < 30 else None)
-        if log and all(np.all(np.asarray(series[i][1]) > 0) for i in idx):
+        vals = np.concatenate([np.asarray(series[i][1], dtype=np.float64) for i in idx])
+        # log scale only where it helps: positive values spanning more than a decade
+        if log and vals.size and (vals > 0).all() and vals.max() > 10 * vals.min():
             ax.set_yscale("log")
         ax.set_xlabel("epoch")
         ax.set_ylabel(ylabel if not panel_titles else panel_titles[p])

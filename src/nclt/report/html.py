@@ -356,7 +356,7 @@ max-width:1100px;color:#222;padding:0 1em}
 h1{font-size:1.4em}h2{font-size:1.15em;margin-top:1.6em;border-bottom:1px solid #ddd}
 table{border-collapse:collapse;margin:.6em 0;font-size:.9em}
 td,th{border:1px solid #ccc;padding:.25em .6em;text-align:right}
-th{background:#f4f4f4}td:first-child,th:first-child{text-align:left}
+th{background:#f4f4f4}td:first-child,th:first-child,td.l{text-align:left}
 figure{margin:1em 0}img{max-width:100%;height:auto;border:1px solid #eee}
 figcaption{font-size:.9em;color:#444}.note{background:#fff8e1;border-left:4px solid #f0b400;
 padding:.4em .8em;font-size:.9em}.src{color:#777;font-size:.85em}code{font-size:.95em}
@@ -382,8 +382,9 @@ def render_html(data: ReportData, entries: list[FigureEntry]) -> str:
     nc = data.nc
     opts = data.nc_options
     nc_rows = "".join(
-        f"<tr><td><code>{key}</code></td><td>{esc(desc)}</td><td>{_fmt(nc.get(key), 4)}</td>"
-        f"<td>{ideal}</td></tr>" for key, desc, ideal in NC_ROWS if key in nc)
+        f"<tr><td><code>{key}</code></td><td class=\"l\">{esc(desc)}</td>"
+        f"<td>{_fmt(nc.get(key), 4)}</td><td>{ideal}</td></tr>"
+        for key, desc, ideal in NC_ROWS if key in nc)
     grp = nc.get("groups") or {}
     grp_rows = "".join(
         f"<tr><td>{g}</td><td>{_fmt((grp.get(g) or {}).get('num_classes'))}</td>"
