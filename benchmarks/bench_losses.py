@@ -90,8 +90,8 @@ def _cases(b: int, d: int, k: int, device: torch.device) -> dict[str, Callable[[
     for name, kw in logit_losses.items():
         loss = LOSSES.build(name, class_counts=counts, **kw).to(device)
         cases[name] = lambda loss=loss: loss(logits, labels)
-    cases["cb sigmoid"] = (lambda loss=LOSSES.build("cb", class_counts=counts, form="sigmoid"):
-                           loss(logits, labels))
+    cb_sigmoid = LOSSES.build("cb", class_counts=counts, form="sigmoid").to(device)
+    cases["cb sigmoid"] = lambda: cb_sigmoid(logits, labels)
     return cases | {
         "inc_within (batch)": lambda: within(feats, labels),
         "inc_within (learnable)": lambda: within_l(feats, labels),

@@ -23,7 +23,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from nclt.errors import ConfigError, NcltError
+from nclt.errors import ConfigError, NcltError, RunInterrupted, user_message
 
 log = logging.getLogger("nclt")
 
@@ -325,6 +325,18 @@ def format_results(r: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _seeds_arg(text: str) -> str:
+    """``--seeds``: checked here (integers in 0..2**32-1), kept as the text."""
+    try:
+        ok = all(0 <= int(s) < 2**32 for s in text.split(","))
+    except ValueError:
+        ok = False
+    if not ok:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a comma-separated list of seeds in 0..2**32-1 (e.g. 0,1,2)")
+    return text
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="nclt", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="command")
@@ -338,7 +350,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--epochs", type=int)
     t.add_argument("--out", help="output folder (default runs/<dataset>_<method>_if<IF>_s<seed>)")
     t.add_argument("--data-root", help="folder holding the datasets")
-    t.add_argument("--seeds", help="comma-separated seeds, run in turn (e.g. 0,1,2)")
+    t.add_argument("--seeds", type=_seeds_arg,
+                   help="comma-separated seeds, run in turn (e.g. 0,1,2)")
     t.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override any config key, e.g. --set optim.lr=0.05 (repeatable)")
     t.add_argument("--sweep", action="append", metavar="KEY=V1,V2",
@@ -410,8 +423,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args))
+    except RunInterrupted as e:
+        print(f"nclt: {e}", file=sys.stderr)
+        return e.exit_code
     except NcltError as e:
-        print(f"nclt: error: {e}", file=sys.stderr)
+        print(f"nclt: error: {user_message(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("nclt: interrupted; the last finished epoch's checkpoint is kept", file=sys.stderr)

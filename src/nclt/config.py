@@ -181,6 +181,32 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     raise ConfigError(f"{key}: unsupported type {tp}")  # pragma: no cover
 
 
+def check_kwargs(fn: Any, given: dict[str, Any], prefix: str) -> dict[str, Any]:
+    """``given`` checked against ``fn``'s annotations as config values are (ints for floats).
+
+    For keyword arguments that come from a config (``method.args.<component>``); arguments
+    without an annotation of a config type (int, float, bool, str, Literal, optional, list,
+    dict) pass unchecked.
+    """
+    try:
+        hints = typing.get_type_hints(fn)
+    except Exception:  # unresolvable annotations: nothing to check against
+        return dict(given)
+    out = {}
+    for key, value in given.items():
+        tp = hints.get(key)
+        out[key] = _coerce(value, tp, f"{prefix}.{key}") if _config_type(tp) else value
+    return out
+
+
+def _config_type(tp: Any) -> bool:
+    if tp in (int, float, bool, str) or get_origin(tp) in (Literal, list, dict):
+        return True
+    if get_origin(tp) in (Union, types.UnionType):
+        return all(a is type(None) or _config_type(a) for a in get_args(tp))
+    return False
+
+
 def from_dict(cls: type, data: Any, prefix: str = "") -> Any:
     """Build the dataclass ``cls`` from a plain mapping, validating keys and types."""
     if data is None:

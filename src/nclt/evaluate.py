@@ -71,7 +71,7 @@ def evaluate_noise(
     from nclt.engine import evaluate
     from nclt.errors import ConfigError
     from nclt.metrics.accuracy import LongTailAccuracy
-    from nclt.runner import _loader
+    from nclt.runner import make_loader
 
     bad = [s for s in sigmas if not s >= 0]
     if bad or not sigmas:
@@ -86,7 +86,7 @@ def evaluate_noise(
     check_compatible(state, run)
     run.model.load_state_dict(state["model"])
     precision = Precision.of(cfg.precision, run.device)
-    loader = _loader(run.test_set, cfg, False, None, torch.Generator(), run.device)
+    loader = make_loader(run.test_set, cfg, False, None, torch.Generator(), run.device)
     metric = LongTailAccuracy(run.train_set.num_classes, run.class_counts, cfg.data.group_rule)
 
     def noisy(sigma: float, gen: torch.Generator) -> Any:

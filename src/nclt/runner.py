@@ -192,7 +192,7 @@ def init_from_checkpoint(run: Run, path: str) -> None:
             p.requires_grad_(any(name.startswith(pre) for pre in prefixes))
 
 
-def _loader(ds: Dataset, cfg: TrainConfig, train: bool, sampler: Any, gen: torch.Generator,
+def make_loader(ds: Dataset, cfg: TrainConfig, train: bool, sampler: Any, gen: torch.Generator,
             device: torch.device) -> DataLoader:
     d = cfg.data
     # BatchNorm cannot train on a batch of one sample: drop a last batch of exactly one (a
@@ -253,6 +253,18 @@ def check_compatible(state: dict[str, Any], run: Run) -> None:
             f"checkpoint was trained on class counts {torch.as_tensor(counts).tolist()}, this "
             f"run's are {run.class_counts.tolist()} (another dataset, imbalance or subset)"
         )
+    mine_sd, theirs_sd = run.model.state_dict(), state.get("model") or {}
+    wrong = [f"missing {k}" for k in mine_sd if k not in theirs_sd]
+    wrong += [f"unexpected {k}" for k in theirs_sd if k not in mine_sd]
+    wrong += [f"{k} is {tuple(theirs_sd[k].shape)}, not {tuple(v.shape)}" for k, v in
+              mine_sd.items() if k in theirs_sd and getattr(theirs_sd[k], "shape", None)
+              is not None and tuple(theirs_sd[k].shape) != tuple(v.shape)]
+    if wrong:
+        raise CheckpointError(
+            "the checkpoint's weights do not fit the model its config builds ("
+            f"{'; '.join(wrong[:3])}{'; ...' if len(wrong) > 3 else ''}): written by another "
+            "version of nclt, or edited"
+        )
 
 
 def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
@@ -291,8 +303,8 @@ def _train(cfg: TrainConfig, resume: bool, stop: StopOnSignal) -> dict[str, Any]
         num_replicas=dist.world_size(), rank=dist.rank(),
     )
     gen = torch.Generator()
-    train_loader = _loader(run.train_set, cfg, True, sampler, gen, run.device)
-    test_loader = _loader(run.test_set, cfg, False, None, torch.Generator(), run.device)
+    train_loader = make_loader(run.train_set, cfg, True, sampler, gen, run.device)
+    test_loader = make_loader(run.test_set, cfg, False, None, torch.Generator(), run.device)
     steps_per_epoch = len(train_loader)
 
     start_epoch, best, history = 0, {"top1": -1.0}, []
@@ -467,7 +479,7 @@ class NCTracker:
         assert self.acc is not None
         if self.env.mixer is not None:  # features of mixed images are no class's features
             run = self.run
-            loader = _loader(run.train_eval_set, run.cfg, False, None, torch.Generator(),
+            loader = make_loader(run.train_eval_set, run.cfg, False, None, torch.Generator(),
                              run.device)
             prec = self.env.precision
             for feats, logits, labels in predict(run.model, loader, run.device, prec,
@@ -491,10 +503,10 @@ def final_metrics(
     """Test accuracy, and neural-collapse metrics on the un-augmented training features."""
     cfg = run.cfg
     if test_loader is None:
-        test_loader = _loader(run.test_set, cfg, False, None, torch.Generator(), run.device)
+        test_loader = make_loader(run.test_set, cfg, False, None, torch.Generator(), run.device)
     metric = LongTailAccuracy(run.train_set.num_classes, run.class_counts, cfg.data.group_rule)
     test = evaluate(run.model, test_loader, metric, run.device, precision, cfg.channels_last)
-    loader = _loader(run.train_eval_set, cfg, False, None, torch.Generator(), run.device)
+    loader = make_loader(run.train_eval_set, cfg, False, None, torch.Generator(), run.device)
     nc = collapse_metrics_from_loader(
         predict(run.model, loader, run.device, precision, cfg.channels_last),
         num_classes=run.train_set.num_classes, head_weight=run.model.head.weight.detach(),

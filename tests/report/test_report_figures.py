@@ -86,6 +86,15 @@ def test_per_epoch_curves_with_and_without_nc_columns(report_data, tmp_path):
     page = render_html(without, list(entries.values()))
     assert 'class="note"' in page and "nc/trace_sw" in page
 
+    # ARB Fig. 5 appears once grad_w/<class> columns are logged
+    from nclt.report.html import gradient_figure
+
+    assert gradient_figure(without, tmp_path / "b").file is None
+    grads = [{**r, "grad_w/0": 1.0 / r["epoch"], "grad_w/3": 0.5} for r in _fake_history(False)]
+    e = gradient_figure(dataclasses.replace(report_data, history=grads), tmp_path / "b")
+    assert e.file == "gradient_components.png" and e.note is None
+    _check_png(tmp_path / "b" / e.file)
+
     none = dataclasses.replace(report_data, history=[])
     entries = curve_figures(none, tmp_path / "c")
     assert all(e.file is None and "No metrics.csv" in e.note for e in entries)

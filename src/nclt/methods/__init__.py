@@ -3,5 +3,7 @@
 Importing this package registers every method component.
 """
 
-from nclt.methods import recipes  # noqa: F401
-from nclt.methods import multiview  # noqa: F401
+from nclt.methods import (
+    multiview,  # noqa: F401
+    recipes,  # noqa: F401
+)

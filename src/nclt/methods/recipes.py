@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 from torch import Tensor, nn
 
+from nclt.config import check_kwargs
 from nclt.errors import ConfigError, closest
 from nclt.losses import LOSSES
 from nclt.losses.functional import class_weights
@@ -144,6 +145,7 @@ def build_method(name: str, args: dict[str, dict[str, Any]], ctx: BuildContext) 
                     f"method.args.{short}.{k}: unknown hyper-parameter.{closest(k, allowed)} "
                     f"Allowed: {', '.join(allowed) or 'none'}"
                 )
+        given = check_kwargs(c.build, given, f"method.args.{short}")  # types, as config keys
         resolved[short] = {**allowed, **given}
         parts.append(c.build(ctx, **given))
         if c.kind == "base":

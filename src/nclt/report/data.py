@@ -208,7 +208,7 @@ def collect(
     from nclt.engine import Precision, evaluate, predict
     from nclt.metrics.accuracy import LongTailAccuracy, class_groups
     from nclt.metrics.collapse import collapse_metrics_from_loader
-    from nclt.runner import _loader, build_run, check_compatible
+    from nclt.runner import build_run, check_compatible, make_loader
 
     opts = {**DEFAULT_NC_OPTIONS, **(nc_options or {})}
     ckpt_path = resolve_checkpoint(path, which)
@@ -226,10 +226,10 @@ def collect(
     counts = run.class_counts
 
     metric = LongTailAccuracy(k, counts, cfg.data.group_rule)
-    test_loader = _loader(run.test_set, cfg, False, None, torch.Generator(), run.device)
+    test_loader = make_loader(run.test_set, cfg, False, None, torch.Generator(), run.device)
     test = evaluate(run.model, test_loader, metric, run.device, precision, cfg.channels_last)
 
-    train_loader = _loader(run.train_eval_set, cfg, False, None, torch.Generator(), run.device)
+    train_loader = make_loader(run.train_eval_set, cfg, False, None, torch.Generator(), run.device)
     n_train = len(run.train_eval_set)
     keep = _subsample(n_train, max_points, seed)
     tee = _Tee(predict(run.model, train_loader, run.device, precision, cfg.channels_last), k,

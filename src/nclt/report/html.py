@@ -201,6 +201,39 @@ def tsne_points(data: ReportData) -> tuple[np.ndarray, np.ndarray, np.ndarray, n
     return emb[:m], emb[m:m + p], emb[m + p:], present
 
 
+#: metrics.csv column prefix of ARB Fig. 5's data: ``grad_w/<j>`` = norm of the component of
+#: the gradient of the rarest class's classifier vector due to class j's samples (epoch mean);
+#: ``grad_w/attraction`` optional. No trainer writes these yet.
+GRAD_PREFIX = "grad_w/"
+
+
+def gradient_figure(data: ReportData, out: Path) -> FigureEntry:
+    """ARB Fig. 5 from ``grad_w/<j>`` columns of metrics.csv, or a note while not logged."""
+    e = FigureEntry(
+        "gradient_components", "Per-class gradient components of a minority classifier vector",
+        "norms of the components of the gradient of the rarest class's classifier vector due "
+        "to each other class's samples, over training; ideal: balanced components (no head "
+        "class dominating the repulsion).", "ARB Fig. 5")
+    cols = sorted({c for r in data.history for c in r if c.startswith(GRAD_PREFIX)})
+    cols = [c for c in cols if len(_series(data.history, c)[0])]
+    if not cols:
+        e.note = ("Not logged yet: nclt does not record per-class gradient components during "
+                  f"training ({GRAD_PREFIX}<class> columns of metrics.csv); this figure "
+                  "appears once that logging exists.")
+        return e
+    xs, series = [], []
+    for c in cols:
+        x, y = _series(data.history, c)
+        xs.append(x)
+        j = c[len(GRAD_PREFIX):]
+        name = data.class_names[int(j)] if j.isdigit() and int(j) < data.num_classes else j
+        series.append((f"from {name}", y, "-"))
+    F.epoch_curves(xs, series, "gradient of the rarest class's classifier vector", "norm",
+                   out / "gradient_components.png", log=True)
+    e.file = "gradient_components.png"
+    return e
+
+
 def transport_figures(data: ReportData, out: Path) -> list[FigureEntry]:
     """DisA's align matrix and one batch's transport plan, or notes saying why not."""
     names, order = data.class_names, data.order
@@ -312,13 +345,7 @@ def draw_figures(data: ReportData, out: Path) -> list[FigureEntry]:
         e.file = "tsne.png"
     entries.append(e)
 
-    entries.append(FigureEntry(
-        "gradient_components", "Per-class gradient components of a minority classifier vector",
-        "the norms of the components of the gradient of w_min coming from each other class "
-        "over training; ideal: balanced components (no head class dominating the repulsion).",
-        "ARB Fig. 5",
-        note="Not logged yet: nclt does not record per-class gradient components during "
-             "training; this figure appears once that logging exists."))
+    entries.append(gradient_figure(data, out))
     return entries
 
 
