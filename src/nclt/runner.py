@@ -267,23 +267,21 @@ def check_compatible(state: dict[str, Any], run: Run) -> None:
         )
 
 
-def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
-    """Train ``cfg`` (or resume it from its run folder) and return results.json's content.
+@dataclass
+class TrainSetup:
+    """The optimizer, sampler, loader and step environment of a run."""
 
-    SIGINT / SIGTERM stop the run before the next step, keeping last.pt (nclt.interrupt).
-    """
-    with StopOnSignal() as stop:
-        return _train(cfg, resume, stop)
+    env: TrainEnv
+    optimizer: torch.optim.Optimizer | None
+    sampler: Any
+    gen: torch.Generator  # reseeded every epoch: drives shuffling and worker seeds
+    batch_gen: torch.Generator  # reseeded every epoch: drives batched augmentation
+    train_loader: DataLoader
 
 
-def _train(cfg: TrainConfig, resume: bool, stop: StopOnSignal) -> dict[str, Any]:
-    if cfg.threads > 0:
-        torch.set_num_threads(cfg.threads)
-    if cfg.deterministic:
-        torch.use_deterministic_algorithms(True, warn_only=True)
-    run = build_run(cfg)
-    out = cfg.run_dir()
-    main = dist.is_main()
+def build_training(run: Run) -> TrainSetup:
+    """Everything the training step needs around the model (also used by ``nclt bench``)."""
+    cfg = run.cfg
     precision = Precision.of(cfg.precision, run.device)
     if cfg.precision == "fp16" and run.device.type != "cuda":
         raise ConfigError("precision fp16 needs CUDA; use bf16 or fp32 on the CPU")
@@ -304,6 +302,49 @@ def _train(cfg: TrainConfig, resume: bool, stop: StopOnSignal) -> dict[str, Any]
     )
     gen = torch.Generator()
     train_loader = make_loader(run.train_set, cfg, True, sampler, gen, run.device)
+    env = TrainEnv(
+        model=run.model, objective=run.method.objective, optimizer=optimizer, lr_at=lr_at,
+        schedules=run.method.schedules, device=run.device, precision=precision,
+        channels_last=cfg.channels_last, on_nonfinite=cfg.on_nonfinite,
+        post_step=list(run.method.post_step),
+        frozen=[run.model.backbone] if _backbone_frozen(run) else [],
+    )
+    batch_gen = torch.Generator(device=run.device)
+    if cfg.data.batch_augment:
+        env.batch_transform = BatchCropFlip(padding=4, generator=batch_gen)
+    if cfg.mixup_alpha > 0 or cfg.cutmix_alpha > 0:
+        kind, alpha = ("cutmix", cfg.cutmix_alpha) if cfg.cutmix_alpha > 0 else (
+            "mixup", cfg.mixup_alpha)
+
+        def mixer(x: torch.Tensor, y: torch.Tensor) -> tuple:
+            xf = x.float().div_(255.0) if x.dtype == torch.uint8 else x
+            return batch_mix(xf, y, kind=kind, alpha=alpha)
+
+        env.mixer = mixer
+    return TrainSetup(env, optimizer, sampler, gen, batch_gen, train_loader)
+
+
+def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
+    """Train ``cfg`` (or resume it from its run folder) and return results.json's content.
+
+    SIGINT / SIGTERM stop the run before the next step, keeping last.pt (nclt.interrupt).
+    """
+    with StopOnSignal() as stop:
+        return _train(cfg, resume, stop)
+
+
+def _train(cfg: TrainConfig, resume: bool, stop: StopOnSignal) -> dict[str, Any]:
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
+    if cfg.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    run = build_run(cfg)
+    out = cfg.run_dir()
+    main = dist.is_main()
+    setup = build_training(run)
+    env, optimizer, sampler = setup.env, setup.optimizer, setup.sampler
+    gen, batch_gen, train_loader = setup.gen, setup.batch_gen, setup.train_loader
+    precision = env.precision
     test_loader = make_loader(run.test_set, cfg, False, None, torch.Generator(), run.device)
     steps_per_epoch = len(train_loader)
 
@@ -334,26 +375,6 @@ def _train(cfg: TrainConfig, resume: bool, stop: StopOnSignal) -> dict[str, Any]
         if resume:
             metrics_csv.truncate_after(start_epoch)  # 1-based epochs in the file
         writer = _tensorboard(out, purge_step=start_epoch + 1 if resume else None)
-
-    env = TrainEnv(
-        model=run.model, objective=run.method.objective, optimizer=optimizer, lr_at=lr_at,
-        schedules=run.method.schedules, device=run.device, precision=precision,
-        channels_last=cfg.channels_last, on_nonfinite=cfg.on_nonfinite,
-        post_step=list(run.method.post_step),
-        frozen=[run.model.backbone] if _backbone_frozen(run) else [],
-    )
-    batch_gen = torch.Generator(device=run.device)
-    if cfg.data.batch_augment:
-        env.batch_transform = BatchCropFlip(padding=4, generator=batch_gen)
-    if cfg.mixup_alpha > 0 or cfg.cutmix_alpha > 0:
-        kind, alpha = ("cutmix", cfg.cutmix_alpha) if cfg.cutmix_alpha > 0 else (
-            "mixup", cfg.mixup_alpha)
-
-        def mixer(x: torch.Tensor, y: torch.Tensor) -> tuple:
-            xf = x.float().div_(255.0) if x.dtype == torch.uint8 else x
-            return batch_mix(xf, y, kind=kind, alpha=alpha)
-
-        env.mixer = mixer
 
     metric = LongTailAccuracy(run.train_set.num_classes, run.class_counts, cfg.data.group_rule)
     nc_tracker = NCTracker(run, env, cfg.nc_every) if cfg.nc_every > 0 else None
