@@ -295,6 +295,21 @@ def cmd_methods(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from nclt.bench import format_bench, run_bench
+    from nclt.runlog import write_json
+
+    methods = args.methods.split(",") if args.methods else None
+    configs = Path(__file__).resolve().parents[2] / "configs"
+    res = run_bench(args.data_root, quick=args.quick, methods=methods, device=args.device,
+                    threads=args.threads, precision=args.precision,
+                    repo_configs=configs if configs.is_dir() else None)
+    print(format_bench(res))
+    if args.json:
+        write_json(Path(args.json), res)
+    return 0
+
+
 def _fmt(v: Any, digits: int = 2) -> str:
     return "-" if v is None else f"{v:.{digits}f}"
 
@@ -407,6 +422,17 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--profile", choices=["exp", "step"], default="exp")
     d.add_argument("--reverse", action="store_true")
     d.set_defaults(func=cmd_data)
+
+    b = sub.add_parser("bench", help="throughput against the compute ceiling, loss overheads")
+    b.add_argument("--data-root", help="folder with cifar-10-batches-py (else synthetic images)")
+    b.add_argument("--quick", action="store_true", help="a few steps each (under a minute)")
+    b.add_argument("--methods", help="comma-separated methods to time end to end "
+                   "(default ce,bcl,allnc)")
+    b.add_argument("--device", default="auto")
+    b.add_argument("--threads", type=int, default=0)
+    b.add_argument("--precision", default="bf16", choices=["bf16", "fp32", "fp16"])
+    b.add_argument("--json", help="write the figures to this JSON file")
+    b.set_defaults(func=cmd_bench)
 
     m = sub.add_parser("methods", help="list the methods and their papers")
     m.set_defaults(func=cmd_methods)

@@ -152,7 +152,7 @@ def train_one_epoch(
         n_steps += 1
         if on_step is not None:
             elapsed = time.perf_counter() - start
-            on_step(step, {"loss": float(res.total), "img_s": n_seen / max(elapsed, 1e-9)})
+            on_step(step, {"loss": float(res.total.detach()), "img_s": n_seen / max(elapsed, 1e-9)})
     if skipped and not n_steps:
         raise NonFiniteLossError(
             f"every step of epoch {epoch + 1} ({skipped}) had a non-finite loss, the last: "

@@ -15,6 +15,7 @@ single-process run, and the previous handlers are restored afterwards.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 from collections.abc import Iterable, Iterator
@@ -48,8 +49,10 @@ class StopOnSignal:
         self.signals = tuple(signals)
         self.signum: int | None = None
         self._previous: dict[int, Any] = {}
+        self._pid = os.getpid()
 
     def __enter__(self) -> StopOnSignal:
+        self._pid = os.getpid()
         if threading.current_thread() is threading.main_thread() and dist.world_size() == 1:
             # Under DDP every rank would have to agree on the step to stop at (an all-reduced
             # flag); until then the default behaviour (the process dies, last.pt stays) holds.
@@ -64,6 +67,8 @@ class StopOnSignal:
         self._previous.clear()
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if os.getpid() != self._pid:
+            return  # a forked DataLoader worker inherited the handler: the main process stops
         name = signal.Signals(signum).name
         if self.signum is not None:  # a second signal: stop now
             if signum == signal.SIGINT:

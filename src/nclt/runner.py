@@ -127,6 +127,12 @@ def build_run(cfg: TrainConfig) -> Run:
         num_classes=train_set.num_classes, **head_kwargs,
     )
     if method.views:  # multi-view methods (BCL, AllNC) choose their own views
+        if len(method.views) > 1 and (cfg.mixup_alpha > 0 or cfg.cutmix_alpha > 0):
+            raise ConfigError(
+                f"{method.name} trains on {len(method.views)} views; MixUp/CutMix would mix "
+                "only the first one and corrupt the other terms: set mixup_alpha=0 and "
+                "cutmix_alpha=0"
+            )
         if cfg.data.batch_augment:
             raise ConfigError(
                 f"data.batch_augment applies to single-view methods; {method.name} uses the "

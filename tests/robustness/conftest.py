@@ -26,9 +26,10 @@ def cli(capsys: pytest.CaptureFixture[str]):
     return run
 
 
-@pytest.fixture
+@pytest.fixture(autouse=True)
 def one_thread():
-    """Single-threaded torch for bit-exact comparisons across processes; restored after."""
+    """Single-threaded torch: these tiny runs are faster and steadier on a shared CPU, and
+    results compare bit for bit with subprocesses run with ``threads=1``; restored after."""
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
