@@ -13,7 +13,8 @@ from nclt.cli import build_parser, config_from_args
 from nclt.errors import ConfigError
 from nclt.methods.recipes import METHODS, BuildContext, build_method
 
-BASES = [n for n in METHODS if not n.startswith("+")]
+STAGE2 = ["crt", "lws", "tau-norm"]
+BASES = [n for n in METHODS if not n.startswith("+") and n not in STAGE2]
 DISA_BASES = ["ce", "ce-drw", "ldam-drw", "balanced-softmax", "focal", "cb-softmax",
               "cb-sigmoid", "inc-drw", "etf-ce", "etf-dr", "ldam"]
 # the loss terms each method logs, named as its paper names them
@@ -49,6 +50,24 @@ def test_every_method_trains_on_digits(tmp_path, method):
         assert name in rows[0] and math.isfinite(float(rows[-1][name]))
     if method in EXPECTED_TERMS:
         assert names == EXPECTED_TERMS[method]
+
+
+@pytest.fixture(scope="module")
+def tiny_cifar(tmp_path_factory):
+    from nclt.bench import write_synthetic_cifar10
+
+    return write_synthetic_cifar10(tmp_path_factory.mktemp("cifar"), train_per_class=20,
+                                   test_per_class=2)
+
+
+@pytest.mark.parametrize("method", BASES + [f"{b}+disa" for b in DISA_BASES])
+def test_every_method_trains_on_a_tiny_cifar_file(tmp_path, tiny_cifar, method):
+    # the real CIFAR path (pickle layout, LT subset, 32x32 RGB views) with a small CNN
+    rows = _train(tmp_path, method, "--dataset", "cifar10", "--imbalance", "10",
+                  "--data-root", str(tiny_cifar), "--set", "model.arch=small_cnn",
+                  "--set", "data.batch_size=32", "--set", "data.num_workers=0",
+                  "--set", "channels_last=false", "--set", "precision=fp32")
+    assert len(rows) == 2 and all(math.isfinite(float(r["loss"])) for r in rows)
 
 
 def test_composition_in_config_file_equals_flag(tmp_path):
@@ -176,6 +195,12 @@ def test_tau_norm_trains_nothing_and_normalises(first_stage):
     f = torch.randn(3, w.shape[1])
     expected = f @ (w / w.norm(dim=1, keepdim=True)).T
     assert torch.allclose(run.model.head(f), expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("method", STAGE2)
+def test_second_stage_methods_need_a_first_stage(tmp_path, method):
+    with pytest.raises(ConfigError, match=f"--stage2 {method} --from RUN_DIR"):
+        _train(tmp_path, method)
 
 
 def test_stage2_needs_a_linear_first_stage_for_lws(tmp_path):

@@ -183,3 +183,27 @@ def test_methods_lists_papers(capsys):
     assert main(["methods"]) == 0
     out = capsys.readouterr().out
     assert "ldam-drw" in out and "Cao et al." in out
+
+
+
+def test_nclt_data_exports_kept_indices_with_checksum(tmp_path, capsys):
+    import hashlib
+
+    import numpy as np
+
+    from nclt.bench import write_synthetic_cifar10
+    from nclt.data.longtail import longtail_indices
+
+    write_synthetic_cifar10(tmp_path, train_per_class=100, test_per_class=2)
+    out = tmp_path / "idx.json"
+    assert main(["data", "cifar10", "--imbalance", "10", "--data-root", str(tmp_path),
+                 "--export", str(out)]) == 0
+    rec = json.loads(out.read_text())
+    idx = np.asarray(rec["indices"], dtype=np.int64)
+    assert rec["checksum"] == hashlib.sha256(idx.astype("<i8").tobytes()).hexdigest()
+    assert rec["counts"][0] == 100 and rec["counts"][-1] == 10 and len(idx) == sum(rec["counts"])
+    from nclt.data.cifar import load_cifar
+
+    _, targets, _ = load_cifar(tmp_path, 10, train=True)
+    assert np.array_equal(idx, longtail_indices(np.asarray(targets), rec["counts"], seed=0))
+    assert rec["checksum"] in capsys.readouterr().out

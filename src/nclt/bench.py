@@ -47,21 +47,26 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def write_synthetic_cifar10(root: Path, seed: int = 0) -> Path:
-    """Random uint8 images in the official cifar-10-batches-py layout (5,000 / 1,000 per class)."""
+def write_synthetic_cifar10(root: Path, train_per_class: int = 5000,
+                            test_per_class: int = 1000, seed: int = 0) -> Path:
+    """Random uint8 images in the official cifar-10-batches-py layout (default: full size).
+
+    ``train_per_class`` must be a multiple of 5 (the images are spread over five batches).
+    """
     rng = np.random.default_rng(seed)
     folder = root / "cifar-10-batches-py"
     folder.mkdir(parents=True, exist_ok=True)
-    labels = np.repeat(np.arange(10), 5000)
+    labels = np.repeat(np.arange(10), train_per_class)
     rng.shuffle(labels)
+    per_batch = len(labels) // 5
     for b in range(5):
-        part = labels[b * 10000:(b + 1) * 10000]
+        part = labels[b * per_batch:(b + 1) * per_batch]
         data = rng.integers(0, 256, (len(part), 3072), dtype=np.uint8)
         with open(folder / f"data_batch_{b + 1}", "wb") as f:
             pickle.dump({b"data": data, b"labels": part.tolist()}, f)
-    test = np.repeat(np.arange(10), 1000)
+    test = np.repeat(np.arange(10), test_per_class)
     with open(folder / "test_batch", "wb") as f:
-        pickle.dump({b"data": rng.integers(0, 256, (10000, 3072), dtype=np.uint8),
+        pickle.dump({b"data": rng.integers(0, 256, (len(test), 3072), dtype=np.uint8),
                      b"labels": test.tolist()}, f)
     return root
 

@@ -188,6 +188,19 @@ def sweep_configs(args: argparse.Namespace) -> list[Any]:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from nclt import dist
+
+    if dist.env_rank() > 0:  # under torchrun rank 0 logs and prints; the others warn only
+        logging.getLogger("nclt").setLevel(logging.WARNING)
+    with dist.process_group():  # torchrun (WORLD_SIZE > 1): one group for every run below
+        results = _train_runs(args)
+    if dist.env_rank() == 0:
+        for r in results:
+            print(format_results(r))
+    return 0
+
+
+def _train_runs(args: argparse.Namespace) -> list[dict[str, Any]]:
     from nclt.config import TrainConfig, from_dict, load_yaml, validate
     from nclt.runner import train
 
@@ -219,9 +232,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             elif len(seeds) > 1:
                 cfg.out = ""
             results.append(train(cfg))
-    for r in results:
-        print(format_results(r))
-    return 0
+    return results
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -272,12 +283,28 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_data(args: argparse.Namespace) -> int:
-    from nclt.data import dataset_counts
+    from nclt.data import DATASETS, dataset_counts
+    from nclt.data.listfile import check_split
     from nclt.data.longtail import describe_counts
 
-    counts = dataset_counts(args.dataset, args.imbalance, args.profile, args.reverse)
+    if args.check_split:
+        report = check_split(args.data_root or ".", args.check_split)
+        print(report)
+        return 0 if report.ok else 1
+    counts = dataset_counts(args.dataset, args.imbalance, args.profile, args.reverse,
+                            split_file=args.split_file, root=args.data_root or ".")
     print(describe_counts(counts, title=f"{args.dataset} imbalance {args.imbalance:g} "
                           f"({args.profile} profile{', reversed' if args.reverse else ''})"))
+    if args.export:
+        if args.dataset not in ("cifar10", "cifar100"):
+            raise ConfigError("--export writes the LDAM-DRW subset of cifar10 / cifar100")
+        ds = DATASETS.build(args.dataset, root=args.data_root or "data", train=True,
+                            imbalance=args.imbalance, profile=args.profile,
+                            reverse=args.reverse, subset_seed=args.subset_seed, views=None,
+                            download=False)
+        record = ds.export_indices(args.export)
+        print(f"wrote {len(record['indices'])} kept indices to {args.export} "
+              f"(sha256 {record['checksum']})")
     return 0
 
 
@@ -421,6 +448,14 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--imbalance", type=float, default=100.0)
     d.add_argument("--profile", choices=["exp", "step"], default="exp")
     d.add_argument("--reverse", action="store_true")
+    d.add_argument("--export", metavar="FILE", help="write the kept training indices and "
+                   "their sha256 to FILE (JSON; needs the images under --data-root)")
+    d.add_argument("--subset-seed", type=int, default=0, help="seed of the subset (default 0)")
+    d.add_argument("--data-root", help="folder holding the dataset (for --export, "
+                   "--check-split, --split-file)")
+    d.add_argument("--split-file", help="list-file datasets: counts from this split file")
+    d.add_argument("--check-split", metavar="FILE", help="check a split file against the "
+                   "images under --data-root (line and class counts, missing files, layout)")
     d.set_defaults(func=cmd_data)
 
     b = sub.add_parser("bench", help="throughput against the compute ceiling, loss overheads")

@@ -100,6 +100,7 @@ class TrainConfig:
     nc_every: int = 0  # NC metrics on the training features every N epochs (0 = only at the end)
     on_nonfinite: Literal["stop", "skip"] = "stop"
     deterministic: bool = False  # torch.use_deterministic_algorithms
+    sync_bn: bool = False  # under torchrun: BatchNorm statistics over the global batch
     progress: bool = True
     init_from: str = ""  # checkpoint whose weights initialise the network (second stages)
     out: str = ""  # output folder; "" = runs/<dataset>_<method>_if<IF>_s<seed>

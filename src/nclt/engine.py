@@ -18,8 +18,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from nclt import dist
 from nclt.errors import NonFiniteLossError
-from nclt.methods.objective import Objective
+from nclt.methods.objective import LossOutput, Objective
 from nclt.methods.schedules import Progress, Schedule
 from nclt.optim import set_lr
 
@@ -63,6 +64,47 @@ class TrainEnv:
     feature_hooks: list[Callable[[dict[str, Tensor], Tensor], None]] = field(default_factory=list)
     post_step: list[Callable[[nn.Module], None]] = field(default_factory=list)
     frozen: list[nn.Module] = field(default_factory=list)  # kept in eval mode while training
+    # the TrainStep of model + objective, DDP-wrapped under torchrun (None: built per epoch)
+    step: nn.Module | None = None
+
+
+def loss_dtype(v: Any) -> Any:
+    """Network outputs for the losses: float16 / bfloat16 (autocast) become float32; float32
+    and float64 stay as they are."""
+    if isinstance(v, Tensor) and v.dtype in (torch.float16, torch.bfloat16):
+        return v.float()
+    return v
+
+
+class TrainStep(nn.Module):
+    """The network's forward pass and the objective as one module.
+
+    Under DDP this module is what is wrapped, so that every parameter a step uses is inside
+    the wrapper's forward: the network's, the objective's (learnable centres), and network
+    parameters that only the objective reaches (BCL's prototype MLP); DDP then averages all
+    of their gradients, and ``find_unused_parameters`` sees the whole graph.
+
+    ``forward(views, ctx, progress)`` fills ``ctx`` in place (network outputs, schedule
+    values) and returns ``(total, parts, weights)`` of the objective.
+    """
+
+    def __init__(self, model: nn.Module, objective: Objective, schedules: dict[str, Schedule],
+                 precision: Precision) -> None:
+        super().__init__()
+        self.model = model
+        self.objective = objective
+        self.schedules = schedules
+        self.precision = precision
+
+    def forward(self, views: list[Tensor], ctx: dict[str, Any],
+                progress: Progress) -> tuple[Tensor, dict[str, Tensor], dict[str, float]]:
+        with self.precision.autocast():
+            out = self.model(views)
+        # losses run in float32 whatever the autocast precision of the network
+        ctx.update({k: loss_dtype(v) for k, v in out.items()})
+        ctx.update({k: s(progress) for k, s in self.schedules.items()})
+        res = self.objective(ctx, progress)
+        return res.total, res.parts, res.weights
 
 
 def _to_device(views: list[Tensor], env: TrainEnv) -> list[Tensor]:
@@ -85,7 +127,13 @@ def train_one_epoch(
     steps_per_epoch: int,
     on_step: Callable[[int, dict[str, float]], None] | None = None,
 ) -> dict[str, float]:
-    """Train for one epoch; returns mean loss parts, train top-1 (%), lr, seconds, images/s."""
+    """Train for one epoch; returns mean loss parts, train top-1 (%), lr, seconds, images/s.
+
+    Under DDP every rank returns the same, global figures (loss parts and accuracy over every
+    rank's samples, images/s of all ranks together).
+    """
+    step_module = env.step if env.step is not None else TrainStep(
+        env.model, env.objective, env.schedules, env.precision)
     env.model.train()
     for module in env.frozen:
         module.eval()
@@ -106,13 +154,8 @@ def train_one_epoch(
         if env.mixer is not None:
             views[0], _, labels_b, lam = env.mixer(views[0], labels)
             ctx.update(labels_b=labels_b, lam=lam)
-        with env.precision.autocast():
-            out = env.model(views)
-        # losses run in float32 whatever the autocast precision of the network
-        ctx.update({k: v.float() if v.is_floating_point() else v for k, v in out.items()})
-        ctx.update({k: s(p) for k, s in env.schedules.items()})
-        res = env.objective(ctx, p)
-        if not torch.isfinite(res.total):
+        res = LossOutput(*step_module(views, ctx, p))
+        if not dist.all_true(torch.isfinite(res.total)):  # every rank skips or stops together
             bad = [k for k, v in res.parts.items() if not torch.isfinite(v)] or ["total"]
             msg = (
                 f"non-finite loss at epoch {epoch + 1}, step {step + 1}: term(s) {bad} "
@@ -160,6 +203,13 @@ def train_one_epoch(
             "check the data. The last good checkpoint is kept"
         )
     seconds = time.perf_counter() - start
+    if dist.is_dist():  # one all-reduce: the epoch's sums over every rank's samples
+        keys = sorted(sums)
+        packed = torch.tensor([float(sums[k]) for k in keys] + [float(correct), float(n_seen)],
+                              dtype=torch.float64)
+        packed = dist.all_reduce_sum(packed)
+        sums = dict(zip(keys, packed[: len(keys)], strict=True))
+        correct, n_seen = packed[-2], int(packed[-1])
     stats = {k: float(v) / max(n_seen, 1) for k, v in sums.items()}
     stats.update(
         train_top1=100.0 * float(correct) / max(n_seen, 1),
@@ -202,6 +252,7 @@ def evaluate(
 ) -> dict[str, Any]:
     """Top-1 overall / per class / per group of ``metric`` (a LongTailAccuracy) on ``loader``."""
     metric.reset()
+    dev = getattr(metric, "device", torch.device("cpu"))  # NCCL syncs metric states on the GPU
     for _, logits, labels in predict(model, loader, device, precision, channels_last):
-        metric.update(logits, labels)
+        metric.update(logits.to(dev), labels.to(dev))
     return metric.compute()

@@ -52,7 +52,7 @@ def user_message(error: BaseException) -> str:
         name = type(error).__name__
         for prefix in (f"{type(error).__module__}.{name}: ", f"{name}: "):
             if last.startswith(prefix):
-                return last[len(prefix):]
+                return last[len(prefix) :]
         return last
     return text
 

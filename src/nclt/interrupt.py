@@ -36,10 +36,14 @@ SIGNALS = (signal.SIGINT, signal.SIGTERM)
 def resume_hint(out: str | Path, epoch: int, epochs: int) -> str:
     """Where a run stopped during the 0-based ``epoch`` can continue from."""
     if epoch == 0:
-        return (f"no epoch had finished, so {out} holds no checkpoint: run the same command "
-                "again to start over")
-    return (f"{out}/last.pt holds epoch {epoch}/{epochs}; `nclt train --resume {out}` "
-            f"continues with epoch {epoch + 1}")
+        return (
+            f"no epoch had finished, so {out} holds no checkpoint: run the same command "
+            "again to start over"
+        )
+    return (
+        f"{out}/last.pt holds epoch {epoch}/{epochs}; `nclt train --resume {out}` "
+        f"continues with epoch {epoch + 1}"
+    )
 
 
 class StopOnSignal:
@@ -60,8 +64,12 @@ class StopOnSignal:
                 self._previous[s] = signal.signal(s, self._handle)
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         for s, handler in self._previous.items():
             signal.signal(s, handler)
         self._previous.clear()
@@ -75,8 +83,9 @@ class StopOnSignal:
                 raise KeyboardInterrupt
             raise RunInterrupted(f"stopped at once by a second {name}; last.pt is kept", signum)
         self.signum = signum
-        log.warning("%s received: stopping before the next step (send it again to stop at once)",
-                    name)
+        log.warning(
+            "%s received: stopping before the next step (send it again to stop at once)", name
+        )
 
     def check(self, where: str) -> None:
         """Raise RunInterrupted (``where`` says how to continue) when a signal has arrived."""

@@ -29,7 +29,7 @@ from nclt.config import TrainConfig, to_dict
 from nclt.data import DATASETS
 from nclt.data.samplers import build_sampler
 from nclt.data.views import BatchCropFlip, batch_mix, build_view
-from nclt.engine import Precision, TrainEnv, evaluate, predict, train_one_epoch
+from nclt.engine import Precision, TrainEnv, TrainStep, evaluate, predict, train_one_epoch
 from nclt.errors import CheckpointError, ConfigError
 from nclt.interrupt import StopOnSignal, resume_hint
 from nclt.methods.recipes import BuildContext, Method, build_method
@@ -61,12 +61,19 @@ def resolve_device(name: str) -> torch.device:
         ) from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device {name!r} requested but CUDA is not available; use device=cpu")
+    if dev.type == "cuda" and dev.index is None and dist.env_world_size() > 1:
+        dev = torch.device("cuda", dist.env_local_rank())  # torchrun: one GPU per process
     return dev
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
     """A distinct, reproducible seed per (run seed, epoch)."""
     return (seed * 1_000_003 + epoch * 7919 + 12345) % (2**31 - 1)
+
+
+def rank_seed(seed: int, rank: int) -> int:
+    """The seed of process ``rank`` (``seed`` itself on rank 0 and on one process)."""
+    return (seed + 7_654_321 * rank) % (2**31 - 1)
 
 
 def seed_all(seed: int) -> None:
@@ -142,6 +149,8 @@ def build_run(cfg: TrainConfig) -> Run:
         train_set.views = [build_view(v, image_size=size) for v in method.views]
     model = Network(backbone, head, train_set.mean, train_set.std, method.extra_heads)
     model = model.to(device)
+    if cfg.sync_bn and dist.is_dist():  # BatchNorm over the global batch (CPU too)
+        model = dist.convert_sync_batchnorm(model, device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     method.objective.to(device)
@@ -154,6 +163,11 @@ def build_run(cfg: TrainConfig) -> Run:
     provided |= set(method.schedules)
     method.objective.check_reads(provided)
     run = Run(cfg, device, train_set, test_set, train_eval, model, method, counts)
+    if method.trainable is not None and not cfg.init_from:
+        raise ConfigError(
+            f"{method.name} is a second stage: run it on a finished run with "
+            f"`nclt train --stage2 {method.name} --from RUN_DIR`"
+        )
     if cfg.init_from:
         init_from_checkpoint(run, cfg.init_from)
     return run
@@ -201,14 +215,19 @@ def init_from_checkpoint(run: Run, path: str) -> None:
 def make_loader(ds: Dataset, cfg: TrainConfig, train: bool, sampler: Any, gen: torch.Generator,
             device: torch.device) -> DataLoader:
     d = cfg.data
+    # data.batch_size is the global batch: each of the N processes takes batch_size / N
+    # (docs/DISTRIBUTED.md); test_batch_size is per process (memory only).
+    batch = dist.local_batch_size(d.batch_size) if train else d.test_batch_size
+    if not train and sampler is None and dist.is_dist():
+        sampler = dist.ShardSampler(len(ds))  # evaluation shards: r::N, never padded
     # BatchNorm cannot train on a batch of one sample: drop a last batch of exactly one (a
     # different sample every epoch, as the order is reshuffled); data.batch_size >= 2.
-    drop_one = train and len(sampler if sampler is not None else ds) % d.batch_size == 1
+    drop_one = train and len(sampler if sampler is not None else ds) % batch == 1
     if drop_one:
         log.info("the last training batch of each epoch would hold 1 sample: it is dropped")
     return DataLoader(
         ds,
-        batch_size=d.batch_size if train else d.test_batch_size,
+        batch_size=batch,
         shuffle=False,
         sampler=sampler,
         num_workers=d.num_workers,
@@ -327,7 +346,30 @@ def build_training(run: Run) -> TrainSetup:
             return batch_mix(xf, y, kind=kind, alpha=alpha)
 
         env.mixer = mixer
+    if dist.is_dist() and optimizer is not None:  # torchrun: DDP over network + objective
+        find_unused = _weights_vanish(run.method, cfg.epochs, len(train_loader))
+        env.step = dist.wrap_ddp(
+            TrainStep(run.model, run.method.objective, env.schedules, precision),
+            find_unused=find_unused, static_graph=not find_unused,
+        )
     return TrainSetup(env, optimizer, sampler, gen, batch_gen, train_loader)
+
+
+def _weights_vanish(method: Method, epochs: int, steps: int) -> bool:
+    """Whether a loss term has weight 0 at some step (checked at every epoch's first and
+    last step): the objective then skips it, and the parameters only it reaches get no
+    gradient at those steps, so DDP needs ``find_unused_parameters``. Otherwise the set of
+    parameters with a gradient is the same at every step and DDP runs with ``static_graph``
+    (which also copes with parameters that no term ever reaches)."""
+    from nclt.methods.schedules import Progress
+    from nclt.methods.schedules import evaluate as weight_at
+
+    for t in method.objective.terms:
+        for e in range(max(epochs, 1)):
+            for st in {0, max(steps - 1, 0)}:
+                if float(weight_at(t.weight, Progress(e, st, max(steps, 1), epochs))) == 0.0:
+                    return True
+    return False
 
 
 def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
@@ -335,7 +377,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
 
     SIGINT / SIGTERM stop the run before the next step, keeping last.pt (nclt.interrupt).
     """
-    with StopOnSignal() as stop:
+    with dist.process_group(), StopOnSignal() as stop:  # torchrun: a group unless one exists
         return _train(cfg, resume, stop)
 
 
@@ -366,7 +408,7 @@ def _train(cfg: TrainConfig, resume: bool, stop: StopOnSignal) -> dict[str, Any]
         start_epoch, best, history = state["epoch"] + 1, state["best"], state["history"]
         if start_epoch >= cfg.epochs:
             log.info("run in %s already finished %d epochs", out, cfg.epochs)
-    elif main and (out / "last.pt").exists():
+    elif dist.broadcast_object(main and (out / "last.pt").exists()):  # every rank stops
         raise ConfigError(
             f"{out} already holds a run (last.pt); use --resume {out} to continue it, "
             "or choose another --out"
@@ -387,7 +429,8 @@ def _train(cfg: TrainConfig, resume: bool, stop: StopOnSignal) -> dict[str, Any]
     t_run = time.perf_counter()
     test: dict[str, Any] = {}
     for epoch in range(start_epoch, cfg.epochs):
-        s = epoch_seed(cfg.seed, epoch)
+        # per-rank streams (augmentation, workers): ranks do not repeat each other's draws
+        s = rank_seed(epoch_seed(cfg.seed, epoch), dist.rank())
         seed_all(s)
         gen.manual_seed(s)
         batch_gen.manual_seed(s + 1)
@@ -401,6 +444,7 @@ def _train(cfg: TrainConfig, resume: bool, stop: StopOnSignal) -> dict[str, Any]
         )
         if bar is not None:
             bar.close()
+        dist.sync_buffers(run.model)  # one model on every rank for evaluation and last.pt
         if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
             test = evaluate(run.model, test_loader, metric, run.device, precision,
                             cfg.channels_last)
@@ -488,7 +532,7 @@ class NCTracker:
         run = self.run
         self.acc = CollapseAccumulator(
             run.train_set.num_classes, run.model.feature_dim, group_counts=run.class_counts,
-            group_rule=run.cfg.data.group_rule,
+            group_rule=run.cfg.data.group_rule, device=run.device,
         )
         self.nc4 = NC4Accumulator(self.prev_means) if self.prev_means is not None else None
         if self.env.mixer is None:
@@ -512,6 +556,7 @@ class NCTracker:
             for feats, logits, labels in predict(run.model, loader, run.device, prec,
                                                  run.cfg.channels_last):
                 self._update({"features": feats, "logits": logits}, labels)
+        self.acc.all_reduce()  # one collective; compute and class_means reuse the sums
         nc = self.acc.compute(head_weight=head_weight)
         self.prev_means = self.acc.class_means()
         out = {f"nc/{k}": nc.get(k) for k in NC_LOGGED}

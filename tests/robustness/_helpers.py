@@ -34,8 +34,7 @@ def assert_one_clear_line(res: CliResult, *fragments: str) -> None:
 
 
 def digits_args(out: Path, *extra: str, epochs: int = 1) -> list[str]:
-    return ["train", "--out", str(out), "--epochs", str(epochs), "--set", "progress=false",
-            *extra]
+    return ["train", "--out", str(out), "--epochs", str(epochs), "--set", "progress=false", *extra]
 
 
 def digits_cfg(out: Path, *extra: str, epochs: int = 1):

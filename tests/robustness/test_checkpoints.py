@@ -63,13 +63,16 @@ def test_resume_and_eval_of_a_damaged_checkpoint(cli, run_dir, damage):
     assert cli("eval", str(run_dir / "best.pt")).code == 0  # the other checkpoint still works
 
 
-@pytest.mark.parametrize(("key", "value", "fragment"), [
-    ("model.arch", "resnet20", "arch='small_cnn'"),
-    ("model.width", 16, "model.width=None"),
-    ("model.head", "cosine", "model.head='linear'"),
-    ("method.name", "ce-drw", "method='ce'"),
-    ("data.imbalance", 10, "class counts"),
-])
+@pytest.mark.parametrize(
+    ("key", "value", "fragment"),
+    [
+        ("model.arch", "resnet20", "arch='small_cnn'"),
+        ("model.width", 16, "model.width=None"),
+        ("model.head", "cosine", "model.head='linear'"),
+        ("method.name", "ce-drw", "method='ce'"),
+        ("data.imbalance", 10, "class counts"),
+    ],
+)
 def test_resume_refuses_another_model_method_or_dataset(cli, run_dir, key, value, fragment):
     """config.yaml edited by hand: the checkpoint does not belong to the run any more."""
     config = yaml.safe_load((run_dir / "config.yaml").read_text())
@@ -89,8 +92,9 @@ def test_eval_refuses_weights_that_do_not_fit(cli, run_dir):
     state["model"][name] = torch.zeros(3, 3)
     del state["model"][next(iter(reversed(state["model"])))]
     ckpt.save_atomic(state, run_dir / "edited.pt")
-    assert_one_clear_line(cli("eval", str(run_dir / "edited.pt")),
-                          "weights do not fit the model", name)
+    assert_one_clear_line(
+        cli("eval", str(run_dir / "edited.pt")), "weights do not fit the model", name
+    )
 
 
 def test_foreign_files_and_no_run(cli, tmp_path):
@@ -116,7 +120,7 @@ def test_nclt_eval_of_a_malicious_checkpoint_runs_no_code(cli, tmp_path, how):
     payload = {"format": ckpt.FORMAT_VERSION, "model": _Evil(marker), "epoch": 0}
     if how == "pickle":
         with open(path, "wb") as f:
-            pickle.dump(payload, f)
+            pickle.dump(payload, f, protocol=2)
     else:  # the zip format torch.save writes, with the payload in data.pkl
         torch.save(payload, path)
     assert_one_clear_line(cli("eval", str(path)), "weights_only=True")
@@ -142,8 +146,14 @@ def test_disk_full_during_a_checkpoint_write(cli, tmp_path, monkeypatch):
     monkeypatch.setattr(torch, "save", fill_disk_in_epoch_2)
     out = tmp_path / "run"
     res = cli(*digits_args(out, epochs=3))
-    assert_one_clear_line(res, "cannot write checkpoint", "last.pt", "No space left on device",
-                          "previous last.pt is intact", "--resume")
+    assert_one_clear_line(
+        res,
+        "cannot write checkpoint",
+        "last.pt",
+        "No space left on device",
+        "previous last.pt is intact",
+        "--resume",
+    )
     assert ckpt.load(out / "last.pt")["epoch"] == 0
     assert sorted(p.name for p in out.iterdir() if p.name.endswith(".tmp")) == []
     monkeypatch.undo()

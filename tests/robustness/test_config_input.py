@@ -24,20 +24,28 @@ BAD = [
     (["--set", "data.sampler=class_balance"], ["unknown sampler", "'class_balanced'"]),
     (["--set", "data.train_view=rrc_flp"], ["unknown view 'rrc_flp'", "'rrc_flip'"]),
     (["--set", "data.profile=linear"], ["data.profile: 'linear' is not allowed", "'exp'"]),
-    (["--method", "ce-drw", "--set", "method.args.ce-drw.betaa=0.9"],
-     ["method.args.ce-drw.betaa: unknown hyper-parameter", "Did you mean 'beta'"]),
-    (["--method", "ce", "--set", "method.args.ce-drw.beta=0.9"],
-     ["'ce-drw' is not a component of method 'ce'"]),
+    (
+        ["--method", "ce-drw", "--set", "method.args.ce-drw.betaa=0.9"],
+        ["method.args.ce-drw.betaa: unknown hyper-parameter", "Did you mean 'beta'"],
+    ),
+    (
+        ["--method", "ce", "--set", "method.args.ce-drw.beta=0.9"],
+        ["'ce-drw' is not a component of method 'ce'"],
+    ),
     # wrong types
     (["--set", "epochs=ten"], ["epochs: expected an integer, got 'ten'"]),
     (["--set", "data.batch_size=32.5"], ["data.batch_size: expected an integer"]),
     (["--set", "optim.lr=fast"], ["optim.lr: expected a number, got 'fast'"]),
     (["--set", "optim.milestones=160"], ["optim.milestones: expected a list"]),
     (["--set", "data=3"], ["data: expected a mapping"]),
-    (["--method", "ce-drw", "--set", "method.args.ce-drw.beta=abc"],
-     ["method.args.ce-drw.beta: expected a number, got 'abc'"]),
-    (["--method", "ce-drw", "--set", "method.args.ce-drw.drw_epoch=1.5"],
-     ["method.args.ce-drw.drw_epoch: expected an integer, got 1.5"]),
+    (
+        ["--method", "ce-drw", "--set", "method.args.ce-drw.beta=abc"],
+        ["method.args.ce-drw.beta: expected a number, got 'abc'"],
+    ),
+    (
+        ["--method", "ce-drw", "--set", "method.args.ce-drw.drw_epoch=1.5"],
+        ["method.args.ce-drw.drw_epoch: expected an integer, got 1.5"],
+    ),
     # ranges
     (["--epochs", "0"], ["epochs must be >= 1"]),
     (["--set", "optim.lr=-1"], ["optim.lr must be > 0"]),
@@ -62,8 +70,13 @@ def test_bad_config_is_one_clear_line(cli, tmp_path, extra, fragments):
 
 
 def test_argparse_errors_exit_2_with_usage(cli):
-    for argv in (["train", "--imbalance", "abc"], ["train", "--epochs", "x"],
-                 ["train", "--seeds", "0,a"], ["train", "--seeds=-1"], ["bogus"]):
+    for argv in (
+        ["train", "--imbalance", "abc"],
+        ["train", "--epochs", "x"],
+        ["train", "--seeds", "0,a"],
+        ["train", "--seeds=-1"],
+        ["bogus"],
+    ):
         res = cli(*argv)
         assert res.code == 2 and "Traceback" not in res.err
         assert res.err.strip().splitlines()[-1].startswith(("nclt train: error:", "nclt: error:"))
@@ -90,16 +103,23 @@ def test_yaml_errors_are_one_line(cli, tmp_path):
 def test_base_inheritance_loop_is_refused(cli, tmp_path):
     (tmp_path / "a.yaml").write_text("base: b.yaml\nepochs: 2\n")
     (tmp_path / "b.yaml").write_text("base: a.yaml\n")
-    assert_one_clear_line(cli("train", "--config", str(tmp_path / "a.yaml")),
-                          "'base:' inheritance loops")
+    assert_one_clear_line(
+        cli("train", "--config", str(tmp_path / "a.yaml")), "'base:' inheritance loops"
+    )
 
 
 # ----------------------------------------------------------------------------- security
 
 
-@pytest.mark.parametrize("tag", ["!!python/object/apply:os.system ['touch {m}']",
-                                 "!!python/object/new:os.system ['touch {m}']",
-                                 "!!python/name:os.system", "!!python/object:os.system {{}}"])
+@pytest.mark.parametrize(
+    "tag",
+    [
+        "!!python/object/apply:os.system ['touch {m}']",
+        "!!python/object/new:os.system ['touch {m}']",
+        "!!python/name:os.system",
+        "!!python/object:os.system {{}}",
+    ],
+)
 def test_yaml_python_tags_run_nothing(cli, tmp_path, tag):
     marker = tmp_path / "pwned"
     f = tmp_path / "evil.yaml"
@@ -113,10 +133,10 @@ def test_yaml_python_tags_run_nothing(cli, tmp_path, tag):
 def test_nothing_from_a_config_is_evaluated(cli, tmp_path):
     marker = tmp_path / "pwned"
     code = f"__import__('os').system('touch {marker}')"
-    assert_one_clear_line(cli(*digits_args(tmp_path / "a", "--method", code)),
-                          "unknown method")
-    assert_one_clear_line(cli(*digits_args(tmp_path / "b", "--set", f"epochs={code}")),
-                          "epochs: expected an integer")
+    assert_one_clear_line(cli(*digits_args(tmp_path / "a", "--method", code)), "unknown method")
+    assert_one_clear_line(
+        cli(*digits_args(tmp_path / "b", "--set", f"epochs={code}")), "epochs: expected an integer"
+    )
     # a string-valued key keeps the text as a string (digits reads no file from data.root)
     res = cli(*digits_args(tmp_path / "c", "--set", f"data.root={code}"))
     assert res.code == 0, res.err
@@ -124,7 +144,9 @@ def test_nothing_from_a_config_is_evaluated(cli, tmp_path):
     assert saved["data"]["root"] == code
     # the run folder's config.yaml is read back safely on --resume
     (tmp_path / "c" / "config.yaml").write_text(
-        f"epochs: !!python/object/apply:os.system ['touch {marker}']\n")
-    assert_one_clear_line(cli("train", "--resume", str(tmp_path / "c")),
-                          "Python tags are not allowed")
+        f"epochs: !!python/object/apply:os.system ['touch {marker}']\n"
+    )
+    assert_one_clear_line(
+        cli("train", "--resume", str(tmp_path / "c")), "Python tags are not allowed"
+    )
     assert not marker.exists()

@@ -76,8 +76,9 @@ def test_skip_of_every_step_is_an_error(tmp_path, monkeypatch):
 def test_non_finite_stop_through_the_cli(cli, tmp_path, monkeypatch):
     _poison(monkeypatch, {3})
     res = cli(*digits_args(tmp_path / "run"))
-    assert_one_clear_line(res, "non-finite loss at epoch 1, step 3: term(s) ['ce']",
-                          "last good checkpoint is kept")
+    assert_one_clear_line(
+        res, "non-finite loss at epoch 1, step 3: term(s) ['ce']", "last good checkpoint is kept"
+    )
 
 
 # ----------------------------------------------------------------------------- absent classes
@@ -96,6 +97,7 @@ def _without_class(monkeypatch, absent):
                 keep = y != absent
                 seen.append(y[keep])
                 yield x[keep], y[keep]
+
         return real(env, batches(), *a, **k)
 
     monkeypatch.setattr(runner, "train_one_epoch", filtered)
@@ -128,11 +130,14 @@ def test_class_absent_from_the_test_set_is_reported_as_none():
     assert json.loads(json.dumps(out))["per_class"][3] is None  # null in results.json
 
 
-@pytest.mark.parametrize(("kind", "q", "expected"), [
-    ("class_balanced", None, 1 / 3),
-    ("sqrt", None, 1 / (60**0.5 + 9**0.5 + 1)),
-    ("power", 0.0, 1 / 3),
-])
+@pytest.mark.parametrize(
+    ("kind", "q", "expected"),
+    [
+        ("class_balanced", None, 1 / 3),
+        ("sqrt", None, 1 / (60**0.5 + 9**0.5 + 1)),
+        ("power", 0.0, 1 / 3),
+    ],
+)
 def test_sampler_with_a_class_of_one_image(kind, q, expected):
     targets = [0] * 60 + [1] * 9 + [2]
     sampler = build_sampler(kind, targets, seed=0, q=q)
@@ -173,6 +178,7 @@ def test_last_batch_of_one_sample_is_dropped(tmp_path, monkeypatch, caplog):
             for x, y in loader:
                 sizes.append(len(y))
                 yield x, y
+
         return real(env, batches(), *a, **k)
 
     monkeypatch.setattr(runner, "train_one_epoch", spy)
@@ -200,6 +206,15 @@ def test_etf_method_with_narrow_features(cli, tmp_path, method):
     """ResNet-32 of width 2 has 8-d features; 10 digit classes need 9."""
     if method.split("+")[0] not in METHODS:
         pytest.skip(f"{method} is not registered")
-    res = cli(*digits_args(tmp_path / "run", "--method", method, "--set", "model.arch=resnet32",
-                           "--set", "model.width=2"))
+    res = cli(
+        *digits_args(
+            tmp_path / "run",
+            "--method",
+            method,
+            "--set",
+            "model.arch=resnet32",
+            "--set",
+            "model.width=2",
+        )
+    )
     assert_one_clear_line(res, "needs feature dimension at least K-1 = 9, got 8")

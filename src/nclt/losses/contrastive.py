@@ -5,9 +5,10 @@ view of every sample is an anchor. Projections are L2-normalized inside the loss
 
 Under DDP (``scope="global"``, default) the contrast set and the class statistics are those
 of the global batch: the views are gathered with ``nclt.dist.gather_keep_grad`` (this rank's
-rows keep their gradient), the loss is the global-batch loss multiplied by the world size
-(undoing DDP's gradient averaging, so every rank's features get the global-batch gradient),
-and shared inputs (BCL's prototypes) enter with their gradient divided by the world size.
+rows keep their gradient), the value is the global-batch loss (the same on every rank) and
+its gradient is multiplied by the world size (``scale_grad``, undoing DDP's gradient averaging,
+so every rank's features get the global-batch gradient), and shared inputs (BCL's prototypes)
+enter with their gradient divided by the world size.
 With ``reduction="none"`` the per-anchor values of this rank's samples are returned, unscaled.
 """
 
@@ -65,8 +66,8 @@ def _reduce(
         return _local_rows(per_anchor.reshape(-1, views), batch, scope)
     total = per_anchor.sum()
     if reduction == "sum":
-        return total * world
-    return total / valid.sum().clamp_min(1) * world
+        return NF.scale_grad(total, world)
+    return NF.scale_grad(total / valid.sum().clamp_min(1), world)
 
 
 def _present_means_per_sample(values: Tensor, labels: Tensor) -> Tensor:
@@ -316,5 +317,5 @@ class HyConLoss(nn.Module):
         if self.reduction == "none":
             return _local_rows(per_sample, batch, self.scope)
         if self.reduction == "sum":
-            return per_sample.sum() * world
-        return per_sample.mean() * world
+            return NF.scale_grad(per_sample.sum(), world)
+        return NF.scale_grad(per_sample.mean(), world)

@@ -251,6 +251,7 @@ def reduce_loss(
     sample_weight: Tensor | None = None,
     reduction: Reduction = "mean",
     weighted_mean: bool = True,
+    scope: Literal["global", "local"] = "global",
 ) -> Tensor:
     """Weight, mask and reduce per-element losses as ``F.cross_entropy`` does.
 
@@ -266,6 +267,11 @@ def reduce_loss(
             elements. A batch with no valid element gives nan under ``"mean"``, like
             F.cross_entropy.
         weighted_mean: see ``reduction``.
+        scope: under DDP, the weighted mean's denominator: ``"global"`` (default) divides by
+            ``sum_i w_i`` over every rank / world size (one scalar all-reduce; DDP's average
+            over ranks is then the global batch's weighted mean, value and gradient),
+            ``"local"`` by this rank's. Only with ``sample_weight`` and ``weighted_mean``:
+            otherwise the denominator is the rank's element count, equal on every rank.
 
     Returns:
         A scalar, or (M,) for ``"none"``.
@@ -279,7 +285,10 @@ def reduce_loss(
     if reduction == "sum":
         return total
     if reduction == "mean":
-        return total / (w.sum() if weighted_mean else mask.sum())
+        denom = w.sum() if weighted_mean else mask.sum()
+        if sample_weight is not None and weighted_mean and scope == "global" and dist.is_dist():
+            denom = dist.all_reduce_sum(denom.detach()) / dist.world_size()
+        return total / denom
     raise ConfigError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
 
 
@@ -556,7 +565,8 @@ def gather_for_scope(t: Tensor, scope: Literal["global", "local"]) -> Tensor:
     """``t`` over the global batch (this rank's rows keep their gradient) or as is (``local``).
 
     With ``"global"`` a loss computed on the result is the global-batch loss; the caller
-    multiplies it by :func:`scope_world_size` to undo DDP's gradient averaging (see
+    multiplies its gradient by :func:`scope_world_size` (``scale_grad(loss, world)``: the value
+    stays the global-batch loss) to undo DDP's gradient averaging (see
     ``nclt.dist.gather_keep_grad``). Labels (no gradient) gather the same way.
     """
     if scope == "global":

@@ -205,7 +205,8 @@ class DisALoss(nn.Module):
     epsilon = 1 or 0.1 on random features that is after 10 iterations, at 0.01 after 30.
 
     Under DDP (``scope="global"``) the transport problem is the global batch's: features are
-    gathered with ``nclt.dist.gather_keep_grad`` and the loss is multiplied by the world size.
+    gathered with ``nclt.dist.gather_keep_grad`` and the loss's gradient is multiplied by the
+    world size (its value is the global batch's).
 
     Args:
         num_classes: K (with ``feature_dim``, builds the ETF ``simplex_etf(D, K, seed).T``
@@ -311,4 +312,4 @@ class DisALoss(nn.Module):
             loss = loss + self.epsilon * (
                 neg_entropy.detach() if self.gradient == "envelope" else neg_entropy
             )
-        return loss * world
+        return NF.scale_grad(loss, world)

@@ -16,6 +16,12 @@ Reduction (the same for every loss): ``"none"`` returns ``w_{y_i} * l_i`` with t
 AllNC Eq. 12 write). Without any class weight both are the plain mean. A batch with every
 element ignored gives nan under ``"mean"``, as ``F.cross_entropy`` does.
 
+Under DDP the weighted mean is the global batch's (attribute ``scope="global"``, default):
+each rank divides its weighted sum by ``sum_i w_{y_i}`` over all ranks divided by the world
+size, so that the average over ranks that DDP takes (of the values and of the gradients) is
+``sum_all w l / sum_all w``; a rank's own value is then its share, not its local mean.
+``scope="local"`` divides by the rank's own weights (what per-GPU code does).
+
 Class counts (C,) come at construction and are kept as a (non-persistent) buffer
 ``class_counts``; losses that use them also take ``class_counts=`` per call, which overrides
 the buffer for that call. Float16/bfloat16 logits are computed in float32 (autocast is switched
@@ -100,6 +106,7 @@ class LogitLoss(nn.Module):
     """
 
     class_counts: Tensor | None
+    scope: str = "global"  # the weighted mean's denominator over the global or local batch
 
     def __init__(
         self,
@@ -167,7 +174,8 @@ class LogitLoss(nn.Module):
                 )
                 cw = w if cw is None else cw.to(z.dtype) * w.to(z.dtype)
             sample_weight = None if cw is None else cw.to(z.dtype)[y_safe]
-            out = LF.reduce_loss(loss, valid, sample_weight, self.reduction, self.weighted_mean)
+            out = LF.reduce_loss(loss, valid, sample_weight, self.reduction, self.weighted_mean,
+                                 self.scope)
             return out.reshape(labels.shape) if self.reduction == "none" else out
 
     def extra_repr(self) -> str:

@@ -5,10 +5,11 @@ classifier instead: ``loss(head_weight (C, D))``).
 
 Batch statistics (class means, class counts, the sample mean) are taken over the global batch
 when ``scope="global"`` (default): the features are gathered with
-``nclt.dist.gather_keep_grad`` (this rank's rows keep their gradient), the loss is the loss of
-the global batch multiplied by the world size (DDP averages gradients over ranks; the product
-gives every rank's features the global-batch gradient), and shared learnable centres enter
-with their gradient divided by the world size. On one process all of this is a no-op.
+``nclt.dist.gather_keep_grad`` (this rank's rows keep their gradient), the value is the loss of
+the global batch and its gradient is multiplied by the world size (``scale_grad``; DDP averages
+gradients over ranks, the product gives every rank's features the global-batch gradient), and
+shared learnable centres enter with their gradient divided by the world size. On one process
+all of this is a no-op.
 
 Learnable centres are ``nn.Parameter``s of the loss module: the optimizer must see them
 (INC's code gives them their own SGD at lr 0.5 with the gradient divided by lambda_1), and
@@ -144,7 +145,7 @@ class WithinClassLoss(nn.Module):
             loss = NF.within_class_distance(feats, labs, centres, weight)
         if self.class_reduction == "mean":
             loss = loss / self.num_classes
-        return loss * world
+        return NF.scale_grad(loss, world)
 
 
 @LOSSES.register("inc_between")
@@ -209,7 +210,7 @@ class BetweenClassLoss(nn.Module):
         means, _, _ = NF.present_class_means(feats, labs)
         if means.shape[0] < 2:
             return features.sum() * 0.0
-        return NF.min_angle_loss(means, self.eps) * world
+        return NF.scale_grad(NF.min_angle_loss(means, self.eps), world)
 
 
 @LOSSES.register("center")
@@ -374,7 +375,7 @@ class P2PLoss(nn.Module):
             return features.sum() * 0.0
         origin = feats.mean(dim=0) if self.center == "sample" else means.mean(dim=0)
         unit = F.normalize(means - origin, dim=1)
-        return NF.p2p_penalty(unit) * world
+        return NF.scale_grad(NF.p2p_penalty(unit), world)
 
 
 @LOSSES.register("p2p_classifier")

@@ -139,6 +139,9 @@ def build_method(name: str, args: dict[str, dict[str, Any]], ctx: BuildContext) 
     for short, c in zip(names, comps, strict=True):
         given = dict(args.get(short, {}))
         allowed = c.defaults()
+        # every component accepts ``scope`` (docs/DISTRIBUTED.md): its batch statistics over
+        # the global batch (default) or per process, as some papers' code did
+        scope = given.pop("scope", None) if "scope" not in allowed else None
         for k in given:
             if k not in allowed:
                 raise ConfigError(
@@ -148,9 +151,27 @@ def build_method(name: str, args: dict[str, dict[str, Any]], ctx: BuildContext) 
         given = check_kwargs(c.build, given, f"method.args.{short}")  # types, as config keys
         resolved[short] = {**allowed, **given}
         parts.append(c.build(ctx, **given))
+        if scope is not None:
+            resolved[short]["scope"] = _set_scope(parts[-1], scope, f"method.args.{short}.scope")
         if c.kind == "base":
             ctx.head = parts[0].head
     return _merge(name, parts, resolved)
+
+
+def _set_scope(part: MethodParts, scope: Any, key: str) -> str:
+    """Set ``scope`` on every loss of ``part``'s terms that takes batch statistics."""
+    if scope not in ("global", "local"):
+        raise ConfigError(f"{key}: {scope!r} is not allowed. Allowed: 'global' | 'local'")
+    found = 0
+    for t in part.terms:
+        for m in t.loss.modules():
+            if getattr(m, "scope", None) in ("global", "local"):
+                m.scope = scope
+                found += 1
+    if not found:
+        raise ConfigError(f"{key}: this component takes no statistic over the batch, so it has "
+                          "no scope (its losses are per-sample means)")
+    return scope
 
 
 def _merge(name: str, parts: list[MethodParts], resolved: dict[str, dict[str, Any]]) -> Method:

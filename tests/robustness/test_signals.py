@@ -1,0 +1,170 @@
+"""SIGINT, SIGTERM and kill -9 during a run; resume ends with the weights of an uninterrupted run.
+
+The runs are real ``python -m nclt train`` processes (``_paced_nclt.py``: the same CLI with
+each step paced by 20 ms, so that a 12-epoch digits run can be hit in its third or fourth
+epoch). The in-process variant of the kill test is
+tests/test_train_e2e.py::test_resume_after_mid_epoch_crash_gives_identical_weights.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import nclt.runner as runner
+from nclt import checkpoint as ckpt
+from nclt.errors import RunInterrupted
+from nclt.interrupt import StopOnSignal
+
+from ._helpers import digits_cfg
+
+PACED = Path(__file__).with_name("_paced_nclt.py")
+EPOCHS = 12
+CONFIG = ("--set", "threads=1")  # bit-exact across processes
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """The weights of the uninterrupted run."""
+    out = tmp_path_factory.mktemp("reference") / "run"
+    runner.train(digits_cfg(out, *CONFIG, epochs=EPOCHS))
+    return ckpt.load(out / "last.pt")["model"]
+
+
+def _start(out: Path, *extra: str) -> subprocess.Popen:
+    cmd = [
+        sys.executable,
+        str(PACED),
+        "train",
+        "--out",
+        str(out),
+        "--epochs",
+        str(EPOCHS),
+        "--set",
+        "progress=false",
+        *CONFIG,
+        *extra,
+    ]
+    return subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )  # its own process group, as a shell job
+
+
+def _wait_for_epoch(proc: subprocess.Popen, out: Path, epochs: int, timeout: float = 120) -> None:
+    """Until metrics.csv records ``epochs`` finished epochs."""
+    metrics = out / "metrics.csv"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"the run ended early ({proc.returncode}): {proc.communicate()[1]}")
+        if metrics.exists() and len(metrics.read_text().splitlines()) > epochs:
+            return
+        time.sleep(0.01)
+    proc.kill()
+    pytest.fail("the run did not reach the epoch in time")
+
+
+def _assert_same_weights(reference, out: Path) -> None:
+    got = ckpt.load(out / "last.pt")
+    assert got["epoch"] == EPOCHS - 1
+    for k, v in reference.items():
+        assert torch.equal(v, got["model"][k]), k
+
+
+@pytest.mark.parametrize(
+    ("sig", "code", "group", "workers"),
+    [
+        (signal.SIGTERM, 143, False, 0),  # a scheduler stopping the job
+        (signal.SIGINT, 130, True, 2),  # Ctrl-C in a terminal: the DataLoader workers get it too
+    ],
+    ids=["SIGTERM", "SIGINT-ctrl-c-with-workers"],
+)
+def test_signal_stops_promptly_and_resume_matches(
+    cli, tmp_path, reference, sig, code, group, workers
+):
+    out = tmp_path / "run"
+    proc = _start(out, "--set", f"data.num_workers={workers}")
+    _wait_for_epoch(proc, out, 3)
+    sent = time.monotonic()
+    (os.killpg if group else os.kill)(proc.pid, sig)
+    _, err = proc.communicate(timeout=120)
+    waited = time.monotonic() - sent
+    assert proc.returncode == code, err
+    assert "Traceback" not in err, err
+    name = signal.Signals(sig).name
+    m = re.search(
+        rf"nclt: stopped by {name}; (.+)/last.pt holds epoch (\d+)/{EPOCHS}; "
+        rf"`nclt train --resume (.+)` continues with epoch (\d+)",
+        err,
+    )
+    assert m, err
+    done = ckpt.load(out / "last.pt")["epoch"] + 1
+    assert int(m.group(2)) == done and int(m.group(4)) == done + 1 and m.group(3) == str(out)
+    assert done in (3, 4)  # stopped in the epoch it was in, not at the end of the run
+    assert waited < 30, waited
+    assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
+    assert cli("train", "--resume", str(out)).code == 0
+    _assert_same_weights(reference, out)
+
+
+def test_kill_9_mid_epoch_then_resume_matches(cli, tmp_path, reference):
+    out = tmp_path / "run"
+    proc = _start(out)
+    _wait_for_epoch(proc, out, 3)
+    time.sleep(0.06)  # a few steps into the next epoch
+    proc.kill()
+    proc.communicate(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    assert ckpt.load(out / "last.pt")["epoch"] + 1 in (3, 4)  # loadable, a finished epoch
+    assert cli("train", "--resume", str(out)).code == 0
+    _assert_same_weights(reference, out)
+
+
+def test_signal_before_the_first_checkpoint(cli, tmp_path, monkeypatch):
+    """Stopped in epoch 1: nothing to resume; the message says to start again, and the same
+    command then runs (the folder holds no last.pt)."""
+    real = runner.train_one_epoch
+
+    def signal_at_step_2(env, loader, *a, **k):
+        def batches():
+            for i, batch in enumerate(loader):
+                if i == 2:
+                    os.kill(os.getpid(), signal.SIGTERM)
+                yield batch
+
+        return real(env, batches(), *a, **k)
+
+    monkeypatch.setattr(runner, "train_one_epoch", signal_at_step_2)
+    res = cli("train", "--out", str(tmp_path / "run"), "--epochs", "2", "--set", "progress=false")
+    assert res.code == 143 and "holds no checkpoint: run the same command again" in res.err
+    assert not (tmp_path / "run" / "last.pt").exists()
+    monkeypatch.undo()
+    assert (
+        cli(
+            "train", "--out", str(tmp_path / "run"), "--epochs", "2", "--set", "progress=false"
+        ).code
+        == 0
+    )
+
+
+def test_second_signal_stops_at_once_and_handlers_are_restored():
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    with StopOnSignal() as stop:
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert stop.signum == signal.SIGTERM
+        with pytest.raises(RunInterrupted, match="second SIGTERM") as e:
+            os.kill(os.getpid(), signal.SIGTERM)
+        assert e.value.exit_code == 143
+    with StopOnSignal() as stop:
+        os.kill(os.getpid(), signal.SIGINT)
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+    assert {s: signal.getsignal(s) for s in before} == before
