@@ -90,7 +90,7 @@ def test_bad_compositions_are_clear_errors():
         build_method("inc", {"inc": {"lambda_ww": 1}}, _ctx())
     with pytest.raises(ConfigError, match="not a component"):
         build_method("ce", {"disa": {"weight": 1}}, _ctx())
-    with pytest.raises(ConfigError, match="unknown method"):
+    with pytest.raises(ConfigError, match="unknown add-on 'disaa'. Did you mean 'disa'"):
         build_method("ce+disaa", {}, _ctx())
 
 

@@ -282,6 +282,34 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    from nclt import reproduce
+
+    if args.collect:
+        if not args.row or args.imbalance is None:
+            raise ConfigError("--collect RUN_DIR needs --row ROW and --imbalance IF")
+        for folder in reproduce.collect(args.collect, args.row, args.imbalance, args.results,
+                                        force=args.force):
+            print(f"collected {folder}/ ({', '.join(reproduce.RUN_FILES)})")
+        return 0
+    stray = [f"--{f}" for f in ("row", "imbalance", "force") if getattr(args, f) not in
+             (None, False)]
+    if stray:
+        raise ConfigError(f"{', '.join(stray)}: only with --collect RUN_DIR")
+    if args.markdown and args.table:
+        raise ConfigError("--markdown writes every paper's table into the doc; drop --table")
+    report = reproduce.build_report(args.results, paper=args.table, basis=args.basis)
+    text = report.render()
+    print(text, end="")
+    if args.commands and report.missing:
+        print("\n## Commands for the missing rows\n")
+        print(reproduce.commands(report.missing), end="")
+    if args.markdown:
+        changed = reproduce.write_markdown(args.doc, text)
+        print(f"\n{'wrote' if changed else 'unchanged:'} {args.doc}")
+    return 0
+
+
 def cmd_data(args: argparse.Namespace) -> int:
     from nclt.data import DATASETS, dataset_counts
     from nclt.data.listfile import check_split
@@ -468,6 +496,30 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--precision", default="bf16", choices=["bf16", "fp32", "fp16"])
     b.add_argument("--json", help="write the figures to this JSON file")
     b.set_defaults(func=cmd_bench)
+
+    rp = sub.add_parser("reproduce", help="the papers' CIFAR-10-LT numbers next to ours "
+                        "(from results/), or --collect a finished run into results/")
+    rp.add_argument("--table", metavar="PAPER", help="one paper's table: AllNC, INC, DisA, ARB, "
+                    "BCL, LDAM-DRW (default: all)")
+    rp.add_argument("--results", default="results",
+                    help="folder holding cifar10_lt/IF<factor>/<row>/ (default results)")
+    rp.add_argument("--basis", choices=["best", "last"], default="best",
+                    help="epoch of ours compared with the paper where the paper does not say "
+                    "(default best)")
+    rp.add_argument("--markdown", action="store_true",
+                    help="also write the tables into --doc between its markers")
+    rp.add_argument("--doc", default="docs/REPRODUCTION.md",
+                    help="the doc --markdown writes (default docs/REPRODUCTION.md)")
+    rp.add_argument("--commands", action="store_true",
+                    help="also print the train and collect commands of the missing rows")
+    rp.add_argument("--collect", metavar="RUN_DIR", help="copy results.json, metrics.csv and "
+                    "config.yaml of this finished run (or of its seed*/ runs) into results/")
+    rp.add_argument("--row", help="with --collect: the row id (configs/cifar10_lt/<row>.yaml, "
+                    "or inc_drw_crt / inc_drw_disa_crt for a cRT second stage)")
+    rp.add_argument("--imbalance", type=float, help="with --collect: the run's imbalance factor")
+    rp.add_argument("--force", action="store_true",
+                    help="with --collect: replace a seed already collected")
+    rp.set_defaults(func=cmd_reproduce)
 
     m = sub.add_parser("methods", help="list the methods and their papers")
     m.set_defaults(func=cmd_methods)

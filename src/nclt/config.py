@@ -98,6 +98,7 @@ class TrainConfig:
     threads: int = 0  # torch intra-op threads (0 = torch's default)
     eval_every: int = 1
     nc_every: int = 0  # NC metrics on the training features every N epochs (0 = only at the end)
+    grad_probe: bool = False  # log ARB Fig. 5's gradient components of the rarest class
     on_nonfinite: Literal["stop", "skip"] = "stop"
     deterministic: bool = False  # torch.use_deterministic_algorithms
     sync_bn: bool = False  # under torchrun: BatchNorm statistics over the global batch

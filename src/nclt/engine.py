@@ -64,6 +64,7 @@ class TrainEnv:
     feature_hooks: list[Callable[[dict[str, Tensor], Tensor], None]] = field(default_factory=list)
     post_step: list[Callable[[nn.Module], None]] = field(default_factory=list)
     frozen: list[nn.Module] = field(default_factory=list)  # kept in eval mode while training
+    retain_logits_grad: bool = False  # keep dL/dlogits in ctx["logits"].grad for the hooks
     # the TrainStep of model + objective, DDP-wrapped under torchrun (None: built per epoch)
     step: nn.Module | None = None
 
@@ -155,6 +156,8 @@ def train_one_epoch(
             views[0], _, labels_b, lam = env.mixer(views[0], labels)
             ctx.update(labels_b=labels_b, lam=lam)
         res = LossOutput(*step_module(views, ctx, p))
+        if env.retain_logits_grad and ctx["logits"].requires_grad:
+            ctx["logits"].retain_grad()  # dL/dlogits for the hooks (ARB Fig. 5 probe)
         if not dist.all_true(torch.isfinite(res.total)):  # every rank skips or stops together
             bad = [k for k, v in res.parts.items() if not torch.isfinite(v)] or ["total"]
             msg = (

@@ -9,6 +9,7 @@ exactly as an uninterrupted run would.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -39,6 +40,7 @@ from nclt.metrics.collapse import (
     NC4Accumulator,
     collapse_metrics_from_loader,
 )
+from nclt.metrics.gradients import class_gradient_components
 from nclt.models import BACKBONES, HEADS, Network
 from nclt.optim import LRSchedule, build_optimizer
 from nclt.runlog import MetricsCSV, environment, write_json, write_yaml
@@ -426,6 +428,7 @@ def _train(cfg: TrainConfig, resume: bool, stop: StopOnSignal) -> dict[str, Any]
 
     metric = LongTailAccuracy(run.train_set.num_classes, run.class_counts, cfg.data.group_rule)
     nc_tracker = NCTracker(run, env, cfg.nc_every) if cfg.nc_every > 0 else None
+    grad_probe = GradProbe(run, env) if cfg.grad_probe else None
     t_run = time.perf_counter()
     test: dict[str, Any] = {}
     for epoch in range(start_epoch, cfg.epochs):
@@ -451,6 +454,11 @@ def _train(cfg: TrainConfig, resume: bool, stop: StopOnSignal) -> dict[str, Any]
         row = {"epoch": epoch + 1, **stats, "images": stats["images_per_second"] * stats["seconds"]}
         if tracker is not None:
             row.update(nc_tracker.finish(run.model.head.weight.detach()))
+            if main:  # per-class norms: one JSON line per tracked epoch (K columns are too many)
+                with (out / "nc_per_class.jsonl").open("a") as f:
+                    f.write(json.dumps({"epoch": epoch + 1, **nc_tracker.per_class}) + "\n")
+        if grad_probe is not None:
+            row.update(grad_probe.finish())
         if test:
             row.update(test_top1=test["top1"], many=test["many"], medium=test["medium"],
                        few=test["few"])
@@ -507,6 +515,42 @@ NC_LOGGED = ("nc1", "equinorm_means", "equiangular_means", "maxangle_means", "eq
              "B_D", "B_A", "B_L")
 
 
+class GradProbe:
+    """ARB Fig. 5: where the gradient of the rarest class's classifier vector comes from.
+
+    With ``logits = W h + b``, the gradient of classifier vector c is
+    sum_i dL/dz_ic h_i; grouping the samples by label k splits it into the attraction
+    (k = c) and one repulsion component per other class. Each step adds, per class k, the
+    norm of sum_{i: y_i = k} dL/dz_ic h_i; the epoch mean is logged as ``grad_w/<k>``
+    (metrics.csv, TensorBoard). It reads dL/dz of the step's real objective (any method), and
+    for heads that are not linear in h (cosine, ETF) it is the same decomposition taken at
+    the logits. Enabled by ``grad_probe: true``; costs one (B, K) x (B, D) product per step.
+    """
+
+    def __init__(self, run: Run, env: TrainEnv) -> None:
+        self.c = int(torch.argmin(run.class_counts))
+        self.k = int(run.train_set.num_classes)
+        env.retain_logits_grad = True
+        env.feature_hooks.append(self.update)
+        self.sums = torch.zeros(self.k, dtype=torch.float64)
+        self.steps = 0
+
+    def update(self, ctx: dict[str, Any], labels: torch.Tensor) -> None:
+        grad = ctx["logits"].grad
+        if grad is None:
+            return
+        per_class = class_gradient_components(grad.detach(), ctx["features"].detach(), labels,
+                                              self.c, self.k)
+        self.sums += per_class.norm(dim=1).double().cpu()
+        self.steps += 1
+
+    def finish(self) -> dict[str, float]:
+        out = {f"grad_w/{k}": float(v) / max(self.steps, 1) for k, v in enumerate(self.sums)}
+        self.sums.zero_()
+        self.steps = 0
+        return out
+
+
 class NCTracker:
     """Neural-collapse metrics every ``every`` epochs, streamed from the training batches.
 
@@ -523,9 +567,10 @@ class NCTracker:
         self.acc: CollapseAccumulator | None = None
         self.nc4: NC4Accumulator | None = None
         self.prev_means: torch.Tensor | None = None
+        self.per_class: dict[str, Any] = {}
 
     def start(self, epoch: int) -> CollapseAccumulator | None:
-        self.env.feature_hooks = []
+        self.env.feature_hooks = [h for h in self.env.feature_hooks if h != self._update]
         if (epoch + 1) % self.every:
             self.acc = None
             return None
@@ -561,7 +606,13 @@ class NCTracker:
         self.prev_means = self.acc.class_means()
         out = {f"nc/{k}": nc.get(k) for k in NC_LOGGED}
         out["nc/nc4"] = self.nc4.compute() if self.nc4 is not None else None
-        self.env.feature_hooks = []
+        # minority collapse as a number: NC1 and mean pairwise classifier angle per group
+        for group, g in (nc.get("groups") or {}).items():
+            if g:
+                out[f"nc/{group}/nc1"] = g.get("nc1")
+                out[f"nc/{group}/angle_w"] = g.get("angle_w")
+        self.per_class = {"mean_norms": nc.get("mean_norms"), "w_norms": nc.get("w_norms")}
+        self.env.feature_hooks = [h for h in self.env.feature_hooks if h != self._update]
         return out
 
 

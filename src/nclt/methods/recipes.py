@@ -125,6 +125,12 @@ def build_method(name: str, args: dict[str, dict[str, Any]], ctx: BuildContext) 
     for n in names[1:]:
         if n in METHODS and f"+{n}" not in METHODS:
             raise ConfigError(f"method {name!r}: {n!r} is a base method; use only one base")
+        if f"+{n}" not in METHODS:
+            addons = [a[1:] for a in METHODS if a.startswith("+")]
+            raise ConfigError(
+                f"method {name!r}: unknown add-on {n!r}.{closest(n, addons)} "
+                f"Add-ons: {', '.join(addons)}"
+            )
         comps.append(METHODS.get(f"+{n}"))
     if len(set(names)) != len(names):
         raise ConfigError(f"method {name!r}: a component appears twice")
