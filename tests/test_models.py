@@ -56,3 +56,13 @@ def test_uint8_and_float_inputs_normalise_alike():
 def test_torchvision_backbones_build_without_download():
     net = BACKBONES.build("resnet50")
     assert net.feature_dim == 2048
+
+
+def test_large_image_views_use_random_resized_crop():
+    from nclt.runner import make_view
+
+    big = torch.randint(0, 256, (3, 300, 400), dtype=torch.uint8)
+    for name in ("randaugment", "autoaugment_cutout", "simclr", "rrc_flip", "center_crop"):
+        assert make_view(name, "imagenet_lt")(big).shape == (3, 224, 224), name
+    small = torch.randint(0, 256, (3, 32, 32), dtype=torch.uint8)
+    assert make_view("autoaugment_cutout", "cifar10")(small).shape == (3, 32, 32)

@@ -309,6 +309,8 @@ class Measured:
         for r in self.runs:
             d = r.results.get(which) or {}
             v = d.get("top1")
+            if which == "best" and not d.get("epoch"):  # no epoch evaluated: best is a -1 stub
+                v = None
             if v is None and which == "last":
                 v = r.results.get("top1")
             vals.append(v)
@@ -697,8 +699,8 @@ def collect(run_dir: str | Path, row: str, imbalance: float, results: str | Path
             hint = ""
             if row in STAGE2_ROWS:
                 hint = f" (the second stage is in RUN_DIR/stage2_{STAGE2_ROWS[row][1]})"
-            raise NcltError(f"{src}: a {res.get('method')} run, row {row} is "
-                            f"{want['method']}{hint}")
+            raise NcltError(f"{src} is a {res.get('method')} run; row {row} needs a "
+                            f"{want['method']} run{hint}")
         seed = str(res.get("seed"))
         if seed in incoming:
             raise NcltError(f"{incoming[seed]} and {src} are both seed {seed}")

@@ -98,18 +98,36 @@ class Run:
     class_counts: torch.Tensor
 
 
+# views whose geometric part is CIFAR's pad-and-crop unless told otherwise
+_BASED_VIEWS = ("autoaugment", "randaugment", "cutout", "autoaugment_cutout")
+
+
+def make_view(name: str, dataset: str) -> Any:
+    """The view ``name`` at the dataset's image size.
+
+    Small-image datasets (CIFAR, digits) keep the pad-and-crop base; for the 224-pixel
+    list-file datasets the augmentation views sit on RandomResizedCrop + flip instead, and
+    AutoAugment uses its ImageNet policy.
+    """
+    if dataset in IMAGE_SIZES:
+        return build_view(name, image_size=IMAGE_SIZES[dataset])
+    kw: dict[str, Any] = {"base": "rrc_flip"} if name in _BASED_VIEWS else {}
+    if name in ("autoaugment", "autoaugment_cutout"):
+        kw["policy"] = "imagenet"
+    return build_view(name, image_size=224, **kw)
+
+
 def build_datasets(cfg: TrainConfig, train_views: list[str]) -> tuple[Any, Any, Any]:
     """(train with the method's views, test, train without augmentation) for ``cfg.data``."""
     d = cfg.data
-    size = IMAGE_SIZES.get(d.dataset, 224)
     common = dict(
         root=d.root, imbalance=d.imbalance, profile=d.profile, reverse=d.reverse,
         subset_seed=d.subset_seed, download=d.download, train_list=d.train_list,
         test_list=d.test_list,
     )
-    views = [build_view(v, image_size=size) for v in train_views]
+    views = [make_view(v, d.dataset) for v in train_views]
     train_set = DATASETS.build(d.dataset, train=True, views=views, **common)
-    test_view = [build_view(d.test_view, image_size=size)]
+    test_view = [make_view(d.test_view, d.dataset)]
     test_set = DATASETS.build(d.dataset, train=False, views=test_view, **common)
     train_eval = DATASETS.build(d.dataset, train=True, views=test_view, **common)
     return train_set, test_set, train_eval
@@ -147,8 +165,7 @@ def build_run(cfg: TrainConfig) -> Run:
                 f"data.batch_augment applies to single-view methods; {method.name} uses the "
                 f"views {method.views}"
             )
-        size = IMAGE_SIZES.get(cfg.data.dataset, 224)
-        train_set.views = [build_view(v, image_size=size) for v in method.views]
+        train_set.views = [make_view(v, cfg.data.dataset) for v in method.views]
     model = Network(backbone, head, train_set.mean, train_set.std, method.extra_heads)
     model = model.to(device)
     if cfg.sync_bn and dist.is_dist():  # BatchNorm over the global batch (CPU too)

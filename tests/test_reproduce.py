@@ -1,0 +1,259 @@
+"""``nclt reproduce``: published numbers, our numbers from a fake results/ tree, --collect."""
+
+from __future__ import annotations
+
+import json
+import statistics
+
+import pytest
+import yaml
+
+from nclt.cli import main
+from nclt.errors import NcltError
+from nclt.reproduce import (
+    MARK_END,
+    MARK_START,
+    PUBLISHED,
+    RUN_FILES,
+    STAGE2_ROWS,
+    build_report,
+    collect,
+    configs_dir,
+    published,
+    row_dir,
+)
+
+
+def _fake_run(path, method, seed, best, last, seconds=3600.0, imbalance=100.0, mixup=0.0,
+              extra=True):
+    """A finished run folder as nclt writes it (checkpoints and tb/ included when extra)."""
+    path.mkdir(parents=True, exist_ok=True)
+    results = {
+        "method": method, "dataset": "cifar10", "imbalance": imbalance, "epochs": 200,
+        "seed": seed, "top1": last, "many": last + 5, "medium": last - 20, "few": None,
+        "best": {"epoch": 190, "top1": best, "many": best + 5, "medium": best - 20, "few": None},
+        "last": {"top1": last, "many": last + 5, "medium": last - 20, "few": None},
+        "nc": {"nc1": 0.5}, "seconds": seconds, "wall_seconds": seconds + 60,
+        "images_per_second": 1000.0,
+    }
+    (path / "results.json").write_text(json.dumps(results))
+    (path / "metrics.csv").write_text(f"epoch,test_top1\n200,{last}\n")
+    config = {"method": {"name": method, "args": {}},
+              "data": {"dataset": "cifar10", "imbalance": imbalance, "root": "data"},
+              "epochs": 200, "seed": seed, "out": str(path), "mixup_alpha": mixup,
+              "environment": {"git_commit": f"c{seed}"}}
+    (path / "config.yaml").write_text(yaml.safe_dump(config))
+    if extra:
+        (path / "last.pt").write_bytes(b"x")
+        (path / "best.pt").write_bytes(b"x")
+        (path / "tb").mkdir()
+        (path / "tb" / "events.out").write_bytes(b"x")
+    return path
+
+
+@pytest.fixture
+def results(tmp_path):
+    """2 seeds of ce and 1 run of ldam_drw at IF 100, with made-up numbers."""
+    root = tmp_path / "results"
+    ce = row_dir(root, "ce", 100)
+    _fake_run(ce / "seed0", "ce", 0, best=68.0, last=67.0, seconds=3600, extra=False)
+    _fake_run(ce / "seed1", "ce", 1, best=69.0, last=68.0, seconds=4000, extra=False)
+    _fake_run(row_dir(root, "ldam_drw", 100), "ldam-drw", 0, best=74.0, last=73.5,
+              seconds=5400, extra=False)
+    return root
+
+
+def _line(report, paper, row, imbalance):
+    return next(ln for ln in report.lines[paper]
+                if ln.pub.row == row and ln.pub.imbalance == imbalance)
+
+
+def test_published_numbers_match_errata():
+    """ERRATA "Reproduction": CIFAR-10-LT top-1 at IF 100 (50, 10), by our row ids."""
+    errata = {
+        "ce": (70.4, 74.8, 86.4), "ce_drw": (75.1, None, 86.4),
+        "ce_drw_mixup": (80.9, 81.8, 88.8), "ldam_drw": (77.03, 81.03, 88.16),
+        "arb": (83.3, 85.7, 90.2), "inc_drw": (81.9,), "inc_drw_crt": (82.6,),
+        "ce_disa": (74.7, 79.6, 88.3), "ce_drw_disa": (82.1, 84.1, 89.8),
+        "ldam_drw_disa": (80.4,), "inc_drw_disa": (82.3,), "inc_drw_disa_crt": (82.8,),
+        "etf_dr": (76.5, 81.0, 87.7), "etf_dr_disa": (78.5, 81.4, 87.8),
+        "bcl": (84.32, 87.24, 91.12), "allnc": (88.77, 92.12, 95.22),
+        "allnc_pp": (90.12, 92.43, 95.56),
+    }
+    have = {(p.row, p.imbalance, p.top1) for p in PUBLISHED}
+    for row, values in errata.items():
+        for imbalance, value in zip((100.0, 50.0, 10.0), values, strict=False):
+            if value is not None:
+                assert (row, imbalance, value) in have, (row, imbalance, value)
+    # CE-DRW without MixUp is INC's 75.1, never DisA's 80.9 (that is ce_drw_mixup)
+    assert {p.top1 for p in PUBLISHED if p.row == "ce_drw" and p.imbalance == 100} == {75.1}
+    assert all(not p.mixup for p in PUBLISHED if p.row == "ce")
+    assert {p.paper for p in PUBLISHED} == {"AllNC", "INC", "DisA", "ARB", "BCL", "LDAM-DRW"}
+    assert [p.top1 for p in published("bcl") if p.row == "bcl"] == [84.32, 87.24, 91.12]
+
+
+def test_every_published_row_has_a_config():
+    configs = configs_dir()
+    if configs is None:
+        pytest.skip("no configs/ beside the package")
+    for row in {p.row for p in PUBLISHED}:
+        assert row in STAGE2_ROWS or (configs / f"{row}.yaml").is_file(), row
+
+
+def test_table_means_differences_offset_missing(results):
+    report = build_report(results)
+    # JPEG offset at IF 100: 70.4 - mean(68, 69) of ce; IF 50 has no ce run: IF 100's is used
+    off = report.offsets[100.0]
+    assert off.value == pytest.approx(1.9) and off.used == pytest.approx(1.9)
+    assert report.offsets[50.0].value is None
+    assert report.offsets[50.0].used == pytest.approx(1.9)
+
+    ce = _line(report, "INC", "ce", 100.0)
+    assert ce.ours == pytest.approx(68.5) and ce.delta == pytest.approx(-1.9)
+    cells = ce.cells()
+    std = statistics.stdev([68.0, 69.0])
+    assert f"68.50 ± {std:.2f}" in cells and f"67.50 ± {std:.2f}" in cells
+    assert "-1.90" in cells and "+0.00" in cells and "2" in cells
+    assert "1h03m" in cells  # mean of 3600 s and 4000 s
+    assert "offset reference" in ce.status and not ce.flagged
+
+    # ldam_drw 74.0 (one seed): 3.03 below LDAM-DRW's 77.03 > offset + 1 = 2.9: flagged;
+    # 0.9 below ARB's 74.9: not flagged
+    for paper, value, flagged in (("LDAM-DRW", 77.03, True), ("BCL", 77.03, True),
+                                  ("INC", 77.0, True), ("ARB", 74.9, False)):
+        ln = _line(report, paper, "ldam_drw", 100.0)
+        assert ln.delta == pytest.approx(74.0 - value)
+        assert ln.flagged is flagged, paper
+        assert ("needs investigation" in ln.status) is flagged
+    one = _line(report, "BCL", "ldam_drw", 100.0).cells()
+    assert "74.00" in one and "73.50" in one and "1" in one and "1h30m" in one
+
+    missing = report.missing
+    assert ("ce", 100.0) not in missing and ("ldam_drw", 100.0) not in missing
+    assert {("ce", 50.0), ("bcl", 100.0), ("inc_drw_crt", 100.0), ("allnc", 200.0)} <= set(
+        missing)
+    assert len(missing) == len(set(missing))
+    text = report.render()
+    assert "= +1.90 points" in text and "IF 50: no `ce` run; the IF 100 offset (1.90)" in text
+    assert "- `ldam_drw` IF 100 vs INC Table 3 (77.0): Δ -3.00" in text
+    assert "- IF 100 (" in text and "bcl" in text.split("### Missing rows")[1]
+
+
+def test_known_basis_wins_over_default(results):
+    """--basis last: ce (basis not said) compares the last epoch; LDAM-DRW (best) keeps best."""
+    report = build_report(results, basis="last")
+    assert report.offsets[100.0].value == pytest.approx(70.4 - 67.5)
+    ldam = _line(report, "LDAM-DRW", "ldam_drw", 100.0)
+    assert ldam.delta == pytest.approx(74.0 - 77.03) and not ldam.flagged  # 3.03 < 2.9 + 1
+
+
+def test_no_ce_run_means_offset_zero(tmp_path):
+    root = tmp_path / "results"
+    _fake_run(row_dir(root, "bcl", 100), "bcl", 0, best=82.0, last=81.0, extra=False)
+    report = build_report(root, paper="bcl")
+    assert report.offsets[100.0].used == 0.0
+    assert _line(report, "BCL", "bcl", 100.0).flagged  # 2.32 below, nothing to excuse it
+    assert "not measured yet" in report.render()
+
+
+def test_mixup_mismatch_and_wrong_factor_are_reported(tmp_path):
+    root = tmp_path / "results"
+    _fake_run(row_dir(root, "ce", 100), "ce", 0, best=70.0, last=70.0, mixup=1.0, extra=False)
+    _fake_run(row_dir(root, "ce", 50), "ce", 0, best=74.0, last=74.0, imbalance=10.0,
+              extra=False)
+    report = build_report(root, paper="ARB")
+    assert "MixUp: paper no, ours yes" in _line(report, "ARB", "ce", 100.0).status
+    assert "imbalance 10" in _line(report, "ARB", "ce", 50.0).status
+
+
+def _doc(path):
+    path.write_text(f"# Reproduction\n\nintro by hand\n\n{MARK_START}\nstale table\n{MARK_END}\n"
+                    "\n## Notes on gaps\n\nhand-written note\n")
+    return path
+
+
+def test_markdown_between_markers_and_idempotent(results, tmp_path, capsys):
+    doc = _doc(tmp_path / "REPRODUCTION.md")
+    args = ["reproduce", "--results", str(results), "--markdown", "--doc", str(doc)]
+    assert main(args) == 0
+    assert f"wrote {doc}" in capsys.readouterr().out
+    text = doc.read_text()
+    assert "stale table" not in text
+    assert text.startswith("# Reproduction\n\nintro by hand\n\n" + MARK_START)
+    assert text.endswith(MARK_END + "\n\n## Notes on gaps\n\nhand-written note\n")
+    inside = text.split(MARK_START)[1].split(MARK_END)[0]
+    for paper in ("AllNC", "INC", "DisA", "ARB", "BCL", "LDAM-DRW"):
+        assert f"### {paper}: " in inside
+    assert "| `ce` | CE | 100 | no | 70.4 | 68.50 ± 0.71 | 67.50 ± 0.71 | -1.90 |" in inside
+    assert "### Missing rows" in inside and "**needs investigation**" in inside
+    assert main(args) == 0  # a second run changes nothing
+    assert f"unchanged: {doc}" in capsys.readouterr().out
+    assert doc.read_text() == text
+
+
+def test_markdown_refusals(results, tmp_path, capsys):
+    bare = tmp_path / "bare.md"
+    bare.write_text("# no markers\n")
+    assert main(["reproduce", "--results", str(results), "--markdown", "--doc", str(bare)]) == 2
+    assert "markers" in capsys.readouterr().err and bare.read_text() == "# no markers\n"
+    doc = _doc(tmp_path / "d.md")
+    assert main(["reproduce", "--markdown", "--doc", str(doc), "--table", "BCL"]) == 2
+    assert main(["reproduce", "--table", "nope"]) == 2
+    assert "known: AllNC" in capsys.readouterr().err
+    assert main(["reproduce", "--row", "ce"]) == 2  # --row without --collect
+
+
+def test_collect_copies_the_three_files_and_refuses_to_overwrite(tmp_path, capsys):
+    run = _fake_run(tmp_path / "runs" / "ce_s0", "ce", 0, best=68.0, last=67.0)
+    res = tmp_path / "results"
+    argv = ["reproduce", "--collect", str(run), "--row", "ce", "--imbalance", "100",
+            "--results", str(res)]
+    assert main(argv) == 0
+    dest = res / "cifar10_lt" / "IF100" / "ce"
+    assert sorted(p.name for p in dest.iterdir()) == sorted(RUN_FILES)  # no .pt, no tb/
+    for f in RUN_FILES:
+        assert (dest / f).read_bytes() == (run / f).read_bytes()
+    assert main(argv) == 2  # seed 0 is there: refused
+    assert "--force" in capsys.readouterr().err
+    (run / "metrics.csv").write_text("epoch,test_top1\n200,67.5\n")
+    assert main([*argv, "--force"]) == 0
+    assert (dest / "metrics.csv").read_text().endswith("67.5\n")
+    assert sorted(p.name for p in dest.iterdir()) == sorted(RUN_FILES)
+
+    # a second seed: both runs move into seed<k>/ folders
+    run1 = _fake_run(tmp_path / "runs" / "ce_s1", "ce", 1, best=69.0, last=68.0)
+    collect(run1, "ce", 100, res)
+    assert sorted(p.name for p in dest.iterdir()) == ["seed0", "seed1"]
+    assert sorted(p.name for p in (dest / "seed0").iterdir()) == sorted(RUN_FILES)
+    assert json.loads((dest / "seed1" / "results.json").read_text())["seed"] == 1
+    with pytest.raises(NcltError, match="already holds seed 1"):
+        collect(run1, "ce", 100, res)
+    assert build_report(res).offsets[100.0].value == pytest.approx(70.4 - 68.5)
+
+
+def test_collect_seed_folders_and_checks(tmp_path):
+    res = tmp_path / "results"
+    sweep = tmp_path / "runs" / "ldam"
+    for s in (0, 1, 2):
+        _fake_run(sweep / f"seed{s}", "ldam-drw", s, best=76.0 + s, last=75.0)
+    written = collect(sweep, "ldam_drw", 100, res)
+    assert [p.name for p in written] == ["seed0", "seed1", "seed2"]
+    other = _fake_run(tmp_path / "runs" / "x", "ldam-drw", 0, best=70.0, last=70.0)
+    with pytest.raises(NcltError, match="imbalance 100.0, not 50"):
+        collect(other, "ldam_drw", 50, res)
+    with pytest.raises(NcltError, match="is a ldam-drw run; row ce needs a ce run"):
+        collect(other, "ce", 100, res)
+    with pytest.raises(NcltError, match="Did you mean 'ldam_drw'"):
+        collect(other, "ldam_drv", 100, res)
+    (other / "metrics.csv").unlink()
+    with pytest.raises(NcltError, match="metrics.csv missing"):
+        collect(other, "ldam_drw", 100, res / "other")
+    assert not (res / "other").exists()
+    # a second stage: the crt run, not its first stage
+    first = _fake_run(tmp_path / "runs" / "inc", "inc-drw", 0, best=80.0, last=80.0)
+    with pytest.raises(NcltError, match="stage2_crt"):
+        collect(first, "inc_drw_crt", 100, res)
+    stage2 = _fake_run(first / "stage2_crt", "crt", 0, best=81.0, last=81.0)
+    collect(stage2, "inc_drw_crt", 100, res)
+    report = build_report(res, paper="INC")
+    assert _line(report, "INC", "inc_drw_crt", 100.0).ours == pytest.approx(81.0)
