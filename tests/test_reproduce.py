@@ -114,7 +114,7 @@ def test_table_means_differences_offset_missing(results):
     std = statistics.stdev([68.0, 69.0])
     assert f"68.50 ± {std:.2f}" in cells and f"67.50 ± {std:.2f}" in cells
     assert "-1.90" in cells and "+0.00" in cells and "2" in cells
-    assert "1h03m" in cells  # mean of 3600 s and 4000 s
+    assert "1h03m / 1h04m" in cells  # train: mean of 3600 s and 4000 s; wall: 60 s more
     assert "offset reference" in ce.status and not ce.flagged
 
     # ldam_drw 74.0 (one seed): 3.03 below LDAM-DRW's 77.03 > offset + 1 = 2.9: flagged;
@@ -126,7 +126,7 @@ def test_table_means_differences_offset_missing(results):
         assert ln.flagged is flagged, paper
         assert ("needs investigation" in ln.status) is flagged
     one = _line(report, "BCL", "ldam_drw", 100.0).cells()
-    assert "74.00" in one and "73.50" in one and "1" in one and "1h30m" in one
+    assert "74.00" in one and "73.50" in one and "1" in one and "1h30m / 1h31m" in one
 
     missing = report.missing
     assert ("ce", 100.0) not in missing and ("ldam_drw", 100.0) not in missing
@@ -135,7 +135,7 @@ def test_table_means_differences_offset_missing(results):
     assert len(missing) == len(set(missing))
     text = report.render()
     assert "= +1.90 points" in text and "IF 50: no `ce` run; the IF 100 offset (1.90)" in text
-    assert "- `ldam_drw` IF 100 vs INC Table 3 (77.0): Δ -3.00" in text
+    assert "- `ldam_drw` IF 100 vs INC (Table 3: 77.0): Δ -3.00" in text
     assert "- IF 100 (" in text and "bcl" in text.split("### Missing rows")[1]
 
 

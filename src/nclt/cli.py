@@ -7,8 +7,10 @@
     nclt eval CHECKPOINT [--data-root DIR] [--json FILE] [--gaussian-noise 0.1,0.2,...]
     nclt report RUN_DIR|CHECKPOINT [--which last|best] [--out DIR] [--data-root DIR]
     nclt compare RUN_DIR... [--out DIR]
-    nclt data DATASET --imbalance IF [--profile exp|step] [--reverse]
+    nclt data DATASET --imbalance IF [--profile exp|step] [--reverse] [--export FILE]
     nclt methods
+    nclt report RUN_DIR | CHECKPOINT        nclt compare RUN_DIR...
+    nclt reproduce [--table PAPER]          nclt bench [--quick] [--json FILE]
 
 Config precedence, lowest first: the dataset's preset (``nclt/presets/<dataset>.yaml``), the
 ``--config`` file, the flags, then ``--set`` overrides.
