@@ -339,7 +339,8 @@ def _convert(module: nn.Module, cls: type) -> nn.Module:
     return out
 
 
-def convert_sync_batchnorm(module: nn.Module, device: torch.device | str | None = None) -> nn.Module:
+def convert_sync_batchnorm(module: nn.Module,
+                           device: torch.device | str | None = None) -> nn.Module:
     """Every BatchNorm of ``module`` made synchronous over ranks (``sync_bn: true``).
 
     CUDA modules get ``torch.nn.SyncBatchNorm``; others :class:`CPUSyncBatchNorm`. Parameters
@@ -366,15 +367,15 @@ def wrap_ddp(module: nn.Module, find_unused: bool, static_graph: bool = False) -
     """
     if not is_dist():
         return module
-    from torch.nn.parallel import DistributedDataParallel as DDP
+    from torch.nn.parallel import DistributedDataParallel
 
     kwargs: dict[str, object] = {"find_unused_parameters": find_unused,
                                  "static_graph": static_graph and not find_unused}
-    if "forward_sync_buffers" in inspect.signature(DDP.__init__).parameters:
+    if "forward_sync_buffers" in inspect.signature(DistributedDataParallel.__init__).parameters:
         kwargs["forward_sync_buffers"] = False
     else:  # torch < 2.14
         kwargs["broadcast_buffers"] = False
-    return DDP(module, **kwargs)
+    return DistributedDataParallel(module, **kwargs)
 
 
 @torch.no_grad()

@@ -5,21 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from nclt import checkpoint as ckpt
-from nclt.config import TrainConfig, from_dict
 from nclt.engine import Precision
-from nclt.runner import build_run, check_compatible, final_metrics
+from nclt.runner import final_metrics, load_run
 
 
 def evaluate_checkpoint(path: str | Path, data_root: str | None = None) -> dict[str, Any]:
     """Rebuild the run a checkpoint came from, load its weights, and measure it."""
-    state = ckpt.load(path)
-    cfg = from_dict(TrainConfig, state["config"])
-    if data_root:
-        cfg.data.root = data_root
-    run = build_run(cfg)
-    check_compatible(state, run)
-    run.model.load_state_dict(state["model"])
+    run, state = load_run(path, data_root)
+    cfg = run.cfg
     test, nc = final_metrics(run, Precision.of(cfg.precision, run.device))
     return {
         "checkpoint": str(path),
@@ -76,15 +69,8 @@ def evaluate_noise(
     bad = [s for s in sigmas if not s >= 0]
     if bad or not sigmas:
         raise ConfigError(f"--gaussian-noise: give sigmas >= 0, e.g. 0.1,0.2 (got {sigmas})")
-    state = ckpt.load(path)
-    cfg = from_dict(TrainConfig, state["config"])
-    if data_root:
-        cfg.data.root = data_root
-    if device:
-        cfg.device = device
-    run = build_run(cfg)
-    check_compatible(state, run)
-    run.model.load_state_dict(state["model"])
+    run, state = load_run(path, data_root, device)
+    cfg = run.cfg
     precision = Precision.of(cfg.precision, run.device)
     loader = make_loader(run.test_set, cfg, False, None, torch.Generator(), run.device)
     metric = LongTailAccuracy(run.train_set.num_classes, run.class_counts, cfg.data.group_rule)

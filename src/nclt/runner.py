@@ -192,6 +192,28 @@ def build_run(cfg: TrainConfig) -> Run:
     return run
 
 
+def load_run(path: str | Path, data_root: str | None = None,
+             device: str | None = None) -> tuple[Run, dict[str, Any]]:
+    """Rebuild the run a checkpoint came from and load its weights: (run, checkpoint state).
+
+    ``data_root`` and ``device`` replace the checkpoint's own when given (the data may live
+    elsewhere on the machine that evaluates it).
+    """
+    from nclt.config import from_dict
+
+    state = ckpt.load(path)
+    cfg = from_dict(TrainConfig, state["config"])
+    if data_root:
+        cfg.data.root = data_root
+    if device:
+        cfg.device = device
+    cfg.init_from = ""  # the checkpoint holds the weights; no second-stage initialisation
+    run = build_run(cfg)
+    check_compatible(state, run)
+    run.model.load_state_dict(state["model"])
+    return run, state
+
+
 SOURCE_HEADS = {"lws": ("linear",), "tau_norm": ("linear",)}  # stage-2 heads need these
 
 

@@ -15,7 +15,7 @@ from ._helpers import assert_one_clear_line, digits_args
 BAD = [
     # unknown or misspelt names: the closest valid one is suggested
     (["--method", "ldam-drv"], ["unknown method 'ldam-drv'", "Did you mean 'ldam-drw'"]),
-    (["--method", "ce-drw+icn"], ["unknown method", "Did you mean '+inc'"]),
+    (["--method", "ce-drw+icn"], ["unknown add-on 'icn'", "Did you mean 'inc'"]),
     (["--set", "optim.lrr=0.1"], ["unknown config key 'optim.lrr'", "Did you mean 'lr'"]),
     (["--set", "epoch=3"], ["unknown config key 'epoch'", "Did you mean 'epochs'"]),
     (["--set", "data.dataset=cifar11"], ["unknown dataset 'cifar11'", "'cifar10'"]),

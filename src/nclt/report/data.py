@@ -203,24 +203,16 @@ def collect(
             epsilon, else 0.1 (at DisA's epsilon = 1 the plan is nearly uniform, ERRATA).
         nc_options: ``global_mean``, ``within``, ``center_w`` (defaults: DEFAULT_NC_OPTIONS).
     """
-    from nclt import checkpoint as ckpt
-    from nclt.config import TrainConfig, from_dict, to_dict
+    from nclt.config import to_dict
     from nclt.engine import Precision, evaluate, predict
     from nclt.metrics.accuracy import LongTailAccuracy, class_groups
     from nclt.metrics.collapse import collapse_metrics_from_loader
-    from nclt.runner import build_run, check_compatible, make_loader
+    from nclt.runner import load_run, make_loader
 
     opts = {**DEFAULT_NC_OPTIONS, **(nc_options or {})}
     ckpt_path = resolve_checkpoint(path, which)
-    state = ckpt.load(ckpt_path)
-    cfg = from_dict(TrainConfig, state["config"])
-    if data_root:
-        cfg.data.root = data_root
-    if device:
-        cfg.device = device
-    run = build_run(cfg)
-    check_compatible(state, run)
-    run.model.load_state_dict(state["model"])
+    run, state = load_run(ckpt_path, data_root, device)
+    cfg = run.cfg
     precision = Precision.of(cfg.precision, run.device)
     k = int(run.train_set.num_classes)
     counts = run.class_counts
