@@ -241,3 +241,24 @@ def test_config_loads_and_builds(path):
     over = config_from_args(build_parser().parse_args(
         ["train", "--config", str(path), "--imbalance", "50"]))
     assert over.data.imbalance == 50
+
+
+def test_crt_after_bcl(tmp_path):
+    """A second stage runs on a multi-view first stage (its projection heads are dropped)."""
+    from nclt import checkpoint as ckpt
+    from nclt.cli import build_parser, config_from_args
+    from nclt.runner import train
+
+    first = tmp_path / "bcl"
+    train(config_from_args(build_parser().parse_args(
+        ["train", "--method", "bcl", "--epochs", "1", "--out", str(first),
+         "--set", "progress=false"])))
+    train(config_from_args(build_parser().parse_args(
+        ["train", "--stage2", "crt", "--from", str(first), "--epochs", "1",
+         "--set", "progress=false"])))
+    before = ckpt.load(first / "last.pt")["model"]
+    after = ckpt.load(first / "stage2_crt" / "last.pt")["model"]
+    assert not any(k.startswith("extra_heads.") for k in after)
+    for k, v in after.items():
+        if k.startswith("backbone."):
+            assert torch.equal(v, before[k]), k

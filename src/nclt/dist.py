@@ -144,10 +144,10 @@ class ShardSampler(Sampler[int]):
     """
 
     def __init__(self, num_items: int, num_replicas: int | None = None,
-                 rank_: int | None = None) -> None:
+                 rank_id: int | None = None) -> None:
         self.num_items = int(num_items)
         self.num_replicas = world_size() if num_replicas is None else int(num_replicas)
-        self.rank = rank() if rank_ is None else int(rank_)
+        self.rank = rank() if rank_id is None else int(rank_id)
         if self.num_replicas < 1 or not 0 <= self.rank < self.num_replicas:
             raise ConfigError(f"rank {self.rank} is not in 0..{self.num_replicas - 1}")
 

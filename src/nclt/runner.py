@@ -238,8 +238,11 @@ def init_from_checkpoint(run: Run, path: str) -> None:
             f"{run.method.name} needs a first stage with a {SOURCE_HEADS[head_name][0]} "
             f"classifier; {path} has a {source_head!r} head"
         )
+    # a second stage keeps the backbone (and the head unless it re-initialises it); the first
+    # stage's projection / prediction heads (BCL, AllNC) have no role in it
     weights = {k: v for k, v in state["model"].items()
-               if not (run.method.reinit_head and k.startswith("head."))}
+               if not (run.method.reinit_head and k.startswith("head."))
+               and not k.startswith("extra_heads.")}
     missing, unexpected = run.model.load_state_dict(weights, strict=False)
     missing = [k for k in missing if not k.startswith("head.") and not k.startswith("extra_heads.")]
     if missing or unexpected:
@@ -580,6 +583,9 @@ class GradProbe:
             return
         per_class = class_gradient_components(grad.detach(), ctx["features"].detach(), labels,
                                               self.c, self.k)
+        # under DDP: the global batch's components (the ranks' sums, averaged as DDP averages
+        # the gradient), one (K, D) all-reduce per step while the probe is on
+        per_class = dist.all_reduce_sum(per_class) / dist.world_size()
         self.sums += per_class.norm(dim=1).double().cpu()
         self.steps += 1
 

@@ -171,14 +171,17 @@ def two_and_one(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[dict], d
     _first_stage(Path(stage1))
     os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
     # spawn, not fork: forking after the parent's OpenMP pool has run can deadlock the child.
-    mp.start_processes(_worker, args=(str(tmp / "init"), str(tmp), stage1), nprocs=2,
-                       start_method="spawn")
-    ranks = [torch.load(tmp / f"rank{r}.pt") for r in (0, 1)]
-    whole = {c[0]: _one_step(c, slice(0, 2 * B), stage1) for c in _cases()}
+    workers = mp.start_processes(_worker, args=(str(tmp / "init"), str(tmp), stage1),
+                                 nprocs=2, start_method="spawn", join=False)
+    # the one-process references, while the workers run
+    whole: dict[str, Any] = {c[0]: _one_step(c, slice(0, 2 * B), stage1) for c in _cases()}
     before = {c[0]: _initial_state(c, stage1) for c in _cases()}
     for c in LOCAL:  # the two halves, each on one process
         whole[c[0]] = [_one_step(c, slice(B * r, B * r + B), stage1, sync_bn=False)
                        for r in (0, 1)]
+    while not workers.join():
+        pass
+    ranks = [torch.load(tmp / f"rank{r}.pt") for r in (0, 1)]
     return ranks, whole, before
 
 

@@ -47,8 +47,7 @@ def _check_views(proj: Tensor, labels: Tensor | None, what: str) -> None:
 def _local_rows(values: Tensor, local_batch: int, scope: Scope) -> Tensor:
     """This rank's rows of a tensor computed over the gathered batch."""
     if scope == "global" and dist.is_dist():
-        start = dist.rank() * local_batch
-        return values[start : start + local_batch]
+        return values[dist.local_rows(local_batch)]  # ranks may hold different batch sizes
     return values
 
 
@@ -116,7 +115,7 @@ class SupConLoss(nn.Module):
         batch, views, _ = proj.shape
         world = NF.scope_world_size(self.scope)
         if labels is None:  # SimCLR: one class per sample, unique over ranks
-            offset = dist.rank() * batch if self.scope == "global" else 0
+            offset = dist.local_rows(batch).start if self.scope == "global" else 0
             labels = torch.arange(batch, device=proj.device) + offset
         z = NF.gather_for_scope(F.normalize(proj, dim=2), self.scope)
         labs = NF.gather_for_scope(labels, self.scope)
