@@ -209,3 +209,10 @@ def test_stage2_needs_a_linear_first_stage_for_lws(tmp_path):
     runner.train(config_from_args(args))
     with pytest.raises(ConfigError, match="linear classifier"):
         runner.train(_stage2("lws", tmp_path / "r"))
+
+
+def test_inc_center_loss_variant_of_table_7():
+    m = build_method("inc-drw", {"inc-drw": {"within": "center"}}, _ctx())
+    names = [t.name for t in m.objective.terms]
+    assert names == ["ce", "inc"]
+    assert any(p.requires_grad for p in m.objective.parameters())  # learnable centres

@@ -354,13 +354,14 @@ _INC = "Liu et al., 2023 (INC)"
 
 def _inc_terms(
     ctx: BuildContext, lambda_w: float, lambda_b: float, start_epoch: int, centres: str,
-    counts: str, class_reduction: str,
+    counts: str, class_reduction: str, within: str = "inc_within",
 ) -> list[Term]:
-    """L_W and L_B as two logged terms; one combined term when the centres are learnable."""
-    if centres == "learnable":
+    """L_W and L_B as two logged terms; one combined term when the centres are learnable
+    (the official code) or L_W is replaced by center loss (INC Table 7, ``within: center``)."""
+    if centres == "learnable" or within == "center":
         loss = LOSSES.build(
             "inc", num_classes=ctx.num_classes, feature_dim=ctx.feature_dim, lambda_w=lambda_w,
-            lambda_b=lambda_b, centres="learnable", counts=counts,
+            lambda_b=lambda_b, within=within, centres="learnable", counts=counts,
             class_counts=ctx.class_counts, class_reduction=class_reduction,
         )
         return [Term("inc", loss, ("features", "labels"), StepWeight(1.0, start_epoch))]
@@ -377,9 +378,9 @@ def _inc_terms(
 
 def _inc(ctx: BuildContext, lambda_w: float = 0.01, lambda_b: float = 0.1,
          start_epoch: int = 0, centres: str = "batch", counts: str = "batch",
-         class_reduction: str = "sum") -> MethodParts:
+         class_reduction: str = "sum", within: str = "inc_within") -> MethodParts:
     return MethodParts(_inc_terms(ctx, lambda_w, lambda_b, start_epoch, centres, counts,
-                                  class_reduction))
+                                  class_reduction, within))
 
 
 component("+inc", "addon", _INC, "INC regularizers L_W (Eq. 13) and L_B (Eq. 15)")(_inc)
@@ -388,8 +389,8 @@ component("+inc", "addon", _INC, "INC regularizers L_W (Eq. 13) and L_B (Eq. 15)
 @component("inc", "base", _INC, "CE + INC regularizers (INC Table 1: lambda_1, lambda_2, start)")
 def _inc_base(ctx: BuildContext, lambda_w: float = 0.01, lambda_b: float = 0.1,
               start_epoch: int = 0, centres: str = "batch", counts: str = "batch",
-              class_reduction: str = "sum") -> MethodParts:
-    parts = _inc(ctx, lambda_w, lambda_b, start_epoch, centres, counts, class_reduction)
+              class_reduction: str = "sum", within: str = "inc_within") -> MethodParts:
+    parts = _inc(ctx, lambda_w, lambda_b, start_epoch, centres, counts, class_reduction, within)
     parts.terms.insert(0, _logit_term("ce", "ce", ctx))
     return parts
 
@@ -398,8 +399,9 @@ def _inc_base(ctx: BuildContext, lambda_w: float = 0.01, lambda_b: float = 0.1,
 def _inc_drw(ctx: BuildContext, lambda_w: float = 0.01, lambda_b: float = 0.1,
              start_epoch: int = 0, centres: str = "batch", counts: str = "batch",
              class_reduction: str = "sum", drw_epoch: int | None = None,
-             beta: float = 0.9999) -> MethodParts:
-    parts = _inc_base(ctx, lambda_w, lambda_b, start_epoch, centres, counts, class_reduction)
+             beta: float = 0.9999, within: str = "inc_within") -> MethodParts:
+    parts = _inc_base(ctx, lambda_w, lambda_b, start_epoch, centres, counts, class_reduction,
+                      within)
     parts.schedules.update(_drw_switch(ctx, drw_epoch, beta))
     return parts
 
