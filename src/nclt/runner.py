@@ -473,6 +473,7 @@ def _train(cfg: TrainConfig, resume: bool, stop: StopOnSignal) -> dict[str, Any]
     grad_probe = GradProbe(run, env) if cfg.grad_probe else None
     t_run = time.perf_counter()
     test: dict[str, Any] = {}
+    last_test: dict[str, Any] | None = None  # the final weights' test accuracy, once measured
     for epoch in range(start_epoch, cfg.epochs):
         # per-rank streams (augmentation, workers): ranks do not repeat each other's draws
         s = rank_seed(epoch_seed(cfg.seed, epoch), dist.rank())
@@ -493,6 +494,7 @@ def _train(cfg: TrainConfig, resume: bool, stop: StopOnSignal) -> dict[str, Any]
         if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
             test = evaluate(run.model, test_loader, metric, run.device, precision,
                             cfg.channels_last)
+            last_test = test
         row = {"epoch": epoch + 1, **stats, "images": stats["images_per_second"] * stats["seconds"]}
         if tracker is not None:
             row.update(nc_tracker.finish(run.model.head.weight.detach()))
@@ -519,7 +521,7 @@ def _train(cfg: TrainConfig, resume: bool, stop: StopOnSignal) -> dict[str, Any]
             log.info(_epoch_line(row, cfg.epochs))
         test = {}
 
-    final, nc = final_metrics(run, precision, test_loader)
+    final, nc = final_metrics(run, precision, test_loader, last_test)
     if main and cfg.epochs == 0:  # a stage that trains nothing (tau-norm) still leaves a model
         ckpt.save_atomic(_checkpoint_state(run, optimizer, -1, best, history), out / "last.pt")
     seconds = sum(float(h["seconds"]) for h in history)  # training time, resumed parts too
@@ -666,14 +668,22 @@ def _backbone_frozen(run: Run) -> bool:
 
 
 def final_metrics(
-    run: Run, precision: Precision, test_loader: DataLoader | None = None
+    run: Run, precision: Precision, test_loader: DataLoader | None = None,
+    test: dict[str, Any] | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Test accuracy, and neural-collapse metrics on the un-augmented training features."""
+    """Test accuracy, and neural-collapse metrics on the un-augmented training features.
+
+    ``test``: the current weights' test accuracy when already measured (the last epoch's
+    evaluation), so that it is not computed twice.
+    """
     cfg = run.cfg
-    if test_loader is None:
-        test_loader = make_loader(run.test_set, cfg, False, None, torch.Generator(), run.device)
-    metric = LongTailAccuracy(run.train_set.num_classes, run.class_counts, cfg.data.group_rule)
-    test = evaluate(run.model, test_loader, metric, run.device, precision, cfg.channels_last)
+    if test is None:
+        if test_loader is None:
+            test_loader = make_loader(run.test_set, cfg, False, None, torch.Generator(),
+                                      run.device)
+        metric = LongTailAccuracy(run.train_set.num_classes, run.class_counts,
+                                  cfg.data.group_rule)
+        test = evaluate(run.model, test_loader, metric, run.device, precision, cfg.channels_last)
     loader = make_loader(run.train_eval_set, cfg, False, None, torch.Generator(), run.device)
     nc = collapse_metrics_from_loader(
         predict(run.model, loader, run.device, precision, cfg.channels_last),
