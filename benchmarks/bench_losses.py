@@ -83,8 +83,14 @@ def _cases(b: int, d: int, k: int, device: torch.device) -> dict[str, Callable[[
     counts = torch.bincount(labels, minlength=k).clamp_min(1).cpu() * 10
     logits = torch.randn(b, k, generator=g).to(device).requires_grad_(True)
     logit_losses = {
-        "ce": {}, "focal": {}, "ldam": {}, "balanced_softmax": {}, "gr": {}, "mse": {},
-        "cb": {"form": "softmax"}, "arb": {"counts": "batch"},
+        "ce": {},
+        "focal": {},
+        "ldam": {},
+        "balanced_softmax": {},
+        "gr": {},
+        "mse": {},
+        "cb": {"form": "softmax"},
+        "arb": {"counts": "batch"},
     }
     cases = {}
     for name, kw in logit_losses.items():

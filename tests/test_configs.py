@@ -9,10 +9,16 @@ from nclt.cli import build_parser, config_from_args
 from nclt.methods.recipes import BuildContext, build_method
 from nclt.models import BACKBONES
 
-CONFIGS = sorted(p for p in (Path(__file__).parents[1] / "configs").rglob("*.yaml")
-                 if "protocols" not in p.parts)
-NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "imagenet_lt": 1000, "places_lt": 365,
-               "inaturalist": 8142}
+CONFIGS = sorted(
+    p for p in (Path(__file__).parents[1] / "configs").rglob("*.yaml") if "protocols" not in p.parts
+)
+NUM_CLASSES = {
+    "cifar10": 10,
+    "cifar100": 100,
+    "imagenet_lt": 1000,
+    "places_lt": 365,
+    "inaturalist": 8142,
+}
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: f"{p.parent.name}/{p.stem}")
@@ -29,6 +35,7 @@ def test_config_loads_and_builds(path):
 
 def test_imbalance_is_a_parameter():
     path = next(p for p in CONFIGS if p.parent.name == "cifar10_lt" and p.stem == "ldam_drw")
-    cfg = config_from_args(build_parser().parse_args(
-        ["train", "--config", str(path), "--imbalance", "50"]))
+    cfg = config_from_args(
+        build_parser().parse_args(["train", "--config", str(path), "--imbalance", "50"])
+    )
     assert cfg.data.imbalance == 50 and cfg.optim.gamma == 0.01 and cfg.epochs == 200

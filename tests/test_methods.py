@@ -15,12 +15,27 @@ from nclt.methods.recipes import METHODS, BuildContext, build_method
 
 STAGE2 = ["crt", "lws", "tau-norm"]
 BASES = [n for n in METHODS if not n.startswith("+") and n not in STAGE2]
-DISA_BASES = ["ce", "ce-drw", "ldam-drw", "balanced-softmax", "focal", "cb-softmax",
-              "cb-sigmoid", "inc-drw", "etf-ce", "etf-dr", "ldam"]
+DISA_BASES = [
+    "ce",
+    "ce-drw",
+    "ldam-drw",
+    "balanced-softmax",
+    "focal",
+    "cb-softmax",
+    "cb-sigmoid",
+    "inc-drw",
+    "etf-ce",
+    "etf-dr",
+    "ldam",
+]
 # the loss terms each method logs, named as its paper names them
 EXPECTED_TERMS = {
-    "ce": {"ce"}, "ce-drw": {"ce"}, "ldam-drw": {"ldam"}, "arb": {"arb"},
-    "etf-dr": {"dr"}, "inc-drw": {"ce", "inc_within", "inc_between"},
+    "ce": {"ce"},
+    "ce-drw": {"ce"},
+    "ldam-drw": {"ldam"},
+    "arb": {"arb"},
+    "etf-dr": {"dr"},
+    "inc-drw": {"ce", "inc_within", "inc_between"},
     "ldam-drw+inc+disa": {"ldam", "inc_within", "inc_between", "disa"},
 }
 
@@ -31,15 +46,26 @@ def _ctx(k: int = 10, d: int = 64) -> BuildContext:
 
 def _train(tmp_path, method: str, *extra: str, epochs: int = 2) -> list[dict]:
     args = build_parser().parse_args(
-        ["train", "--method", method, "--epochs", str(epochs), "--out", str(tmp_path / "r"),
-         "--set", "progress=false", *extra]
+        [
+            "train",
+            "--method",
+            method,
+            "--epochs",
+            str(epochs),
+            "--out",
+            str(tmp_path / "r"),
+            "--set",
+            "progress=false",
+            *extra,
+        ]
     )
     runner.train(config_from_args(args))
     return list(csv.DictReader((tmp_path / "r" / "metrics.csv").open()))
 
 
-@pytest.mark.parametrize("method", BASES + [f"{b}+disa" for b in DISA_BASES] + [
-    "ldam-drw+inc+disa", "ce+inc"])
+@pytest.mark.parametrize(
+    "method", BASES + [f"{b}+disa" for b in DISA_BASES] + ["ldam-drw+inc+disa", "ce+inc"]
+)
 def test_every_method_trains_on_digits(tmp_path, method):
     rows = _train(tmp_path, method)
     assert len(rows) == 2
@@ -56,24 +82,43 @@ def test_every_method_trains_on_digits(tmp_path, method):
 def tiny_cifar(tmp_path_factory):
     from nclt.bench import write_synthetic_cifar10
 
-    return write_synthetic_cifar10(tmp_path_factory.mktemp("cifar"), train_per_class=20,
-                                   test_per_class=2)
+    return write_synthetic_cifar10(
+        tmp_path_factory.mktemp("cifar"), train_per_class=20, test_per_class=2
+    )
 
 
 @pytest.mark.parametrize("method", BASES + [f"{b}+disa" for b in DISA_BASES])
 def test_every_method_trains_on_a_tiny_cifar_file(tmp_path, tiny_cifar, method):
     # the real CIFAR path (pickle layout, LT subset, 32x32 RGB views) with a small CNN
-    rows = _train(tmp_path, method, "--dataset", "cifar10", "--imbalance", "10",
-                  "--data-root", str(tiny_cifar), "--set", "model.arch=small_cnn",
-                  "--set", "data.batch_size=32", "--set", "data.num_workers=0",
-                  "--set", "channels_last=false", "--set", "precision=fp32")
+    rows = _train(
+        tmp_path,
+        method,
+        "--dataset",
+        "cifar10",
+        "--imbalance",
+        "10",
+        "--data-root",
+        str(tiny_cifar),
+        "--set",
+        "model.arch=small_cnn",
+        "--set",
+        "data.batch_size=32",
+        "--set",
+        "data.num_workers=0",
+        "--set",
+        "channels_last=false",
+        "--set",
+        "precision=fp32",
+    )
     assert len(rows) == 2 and all(math.isfinite(float(r["loss"])) for r in rows)
 
 
 def test_composition_in_config_file_equals_flag(tmp_path):
     f = tmp_path / "c.yaml"
-    f.write_text("method:\n  name: ldam-drw+inc+disa\n  args:\n    disa: {weight: 0.5}\n"
-                 "    inc: {lambda_b: 0.2}\n")
+    f.write_text(
+        "method:\n  name: ldam-drw+inc+disa\n  args:\n    disa: {weight: 0.5}\n"
+        "    inc: {lambda_b: 0.2}\n"
+    )
     cfg = config_from_args(build_parser().parse_args(["train", "--config", str(f)]))
     m = build_method(cfg.method.name, cfg.method.args, _ctx())
     weights = {t.name: t.weight for t in m.objective.terms}
@@ -132,15 +177,27 @@ def test_etf_head_is_fixed(tmp_path):
 @pytest.fixture(scope="module")
 def first_stage(tmp_path_factory):
     out = tmp_path_factory.mktemp("stage1") / "run"
-    args = build_parser().parse_args(["train", "--method", "ce-drw", "--epochs", "2", "--out",
-                                      str(out), "--set", "progress=false"])
+    args = build_parser().parse_args(
+        [
+            "train",
+            "--method",
+            "ce-drw",
+            "--epochs",
+            "2",
+            "--out",
+            str(out),
+            "--set",
+            "progress=false",
+        ]
+    )
     runner.train(config_from_args(args))
     return out
 
 
 def _stage2(name: str, first, *extra: str):
-    args = build_parser().parse_args(["train", "--stage2", name, "--from", str(first),
-                                      "--set", "progress=false", *extra])
+    args = build_parser().parse_args(
+        ["train", "--stage2", name, "--from", str(first), "--set", "progress=false", *extra]
+    )
     return config_from_args(args)
 
 
@@ -159,6 +216,7 @@ def test_crt_freezes_backbone_and_samples_classes_uniformly(first_stage, monkeyp
                 assert not env.model.backbone.training and env.model.head.training
                 labels.append(y)
                 yield x, y
+
         return real(env, record(), *a, **k)
 
     monkeypatch.setattr(runner, "train_one_epoch", spy)
@@ -204,8 +262,19 @@ def test_second_stage_methods_need_a_first_stage(tmp_path, method):
 
 
 def test_stage2_needs_a_linear_first_stage_for_lws(tmp_path):
-    args = build_parser().parse_args(["train", "--method", "ldam", "--epochs", "1", "--out",
-                                      str(tmp_path / "r"), "--set", "progress=false"])
+    args = build_parser().parse_args(
+        [
+            "train",
+            "--method",
+            "ldam",
+            "--epochs",
+            "1",
+            "--out",
+            str(tmp_path / "r"),
+            "--set",
+            "progress=false",
+        ]
+    )
     runner.train(config_from_args(args))
     with pytest.raises(ConfigError, match="linear classifier"):
         runner.train(_stage2("lws", tmp_path / "r"))

@@ -47,8 +47,12 @@ def test_network_multiview_runs_backbone_once_and_splits():
 
 
 def test_uint8_and_float_inputs_normalise_alike():
-    net = Network(BACKBONES.build("small_cnn"), HEADS.build("linear", feature_dim=64,
-                  num_classes=10), [0.3], [0.2]).eval()
+    net = Network(
+        BACKBONES.build("small_cnn"),
+        HEADS.build("linear", feature_dim=64, num_classes=10),
+        [0.3],
+        [0.2],
+    ).eval()
     x = torch.randint(0, 256, (2, 1, 8, 8), dtype=torch.uint8)
     assert torch.allclose(net(x)["logits"], net(x.float() / 255)["logits"], atol=1e-5)
 

@@ -23,13 +23,18 @@ from nclt.methods.recipes import BuildContext, build_method, split_name
 from nclt.methods.schedules import Progress
 
 REPO = Path(__file__).resolve().parents[1]
-CONFIGS = [REPO / "configs" / d / f"{n}.yaml" for d in ("cifar10_lt", "cifar100_lt")
-           for n in ("bcl", "bcl_400ep", "allnc", "allnc_pp")]
+CONFIGS = [
+    REPO / "configs" / d / f"{n}.yaml"
+    for d in ("cifar10_lt", "cifar100_lt")
+    for n in ("bcl", "bcl_400ep", "allnc", "allnc_pp")
+]
 # the terms each method logs, as its paper names them: BCL Eq. 11 (L_LC, L_BCL); AllNC
 # Eq. 12-14 (L_ce, L_re = GR, L_p(omega), L_con = HyCon, L_p(mu))
-TERMS = {"bcl": {"lc", "bcl"},
-         "allnc": {"ce", "gr", "p2p_classifier", "hycon", "p2p"},
-         "allnc++": {"ce", "gr", "p2p_classifier", "hycon", "p2p"}}
+TERMS = {
+    "bcl": {"lc", "bcl"},
+    "allnc": {"ce", "gr", "p2p_classifier", "hycon", "p2p"},
+    "allnc++": {"ce", "gr", "p2p_classifier", "hycon", "p2p"},
+}
 
 
 def _ctx(k: int = 10, d: int = 16, epochs: int = 10) -> BuildContext:
@@ -46,8 +51,21 @@ def _keep_threads():
 
 def _cfg(tmp_path: Path, method: str, *extra: str, epochs: int = 2):
     args = build_parser().parse_args(
-        ["train", "--method", method, "--epochs", str(epochs), "--out", str(tmp_path / "r"),
-         "--set", "progress=false", "--set", "threads=1", *extra])
+        [
+            "train",
+            "--method",
+            method,
+            "--epochs",
+            str(epochs),
+            "--out",
+            str(tmp_path / "r"),
+            "--set",
+            "progress=false",
+            "--set",
+            "threads=1",
+            *extra,
+        ]
+    )
     return config_from_args(args)
 
 
@@ -95,12 +113,31 @@ def test_cifar_config_trains_on_a_tiny_cifar_file(tmp_path, config):
     jitter, RandAugment) on 3-channel 32x32 images, with a small CNN to stay fast."""
     _tiny_cifar10(tmp_path / "data")
     path = REPO / "configs" / "cifar10_lt" / f"{config}.yaml"
-    sets = ["progress=false", "threads=1", "model.arch=small_cnn", "data.batch_size=32",
-            "data.num_workers=0", "precision=fp32", "channels_last=false"]
+    sets = [
+        "progress=false",
+        "threads=1",
+        "model.arch=small_cnn",
+        "data.batch_size=32",
+        "data.num_workers=0",
+        "precision=fp32",
+        "channels_last=false",
+    ]
     args = build_parser().parse_args(
-        ["train", "--config", str(path), "--imbalance", "10", "--epochs", "2",
-         "--data-root", str(tmp_path / "data"), "--out", str(tmp_path / "r"),
-         *[a for s in sets for a in ("--set", s)]])
+        [
+            "train",
+            "--config",
+            str(path),
+            "--imbalance",
+            "10",
+            "--epochs",
+            "2",
+            "--data-root",
+            str(tmp_path / "data"),
+            "--out",
+            str(tmp_path / "r"),
+            *[a for s in sets for a in ("--set", s)],
+        ]
+    )
     runner.train(config_from_args(args))
     rows = list(csv.DictReader((tmp_path / "r" / "metrics.csv").open()))
     name = "bcl" if config == "bcl" else "allnc++"
@@ -111,8 +148,9 @@ def test_cifar_config_trains_on_a_tiny_cifar_file(tmp_path, config):
 @pytest.mark.parametrize("prototype_head", ["separate", "shared"])
 def test_bcl_prototypes_are_the_mlp_of_the_classifier_weights(prototype_head):
     torch.manual_seed(0)
-    m = build_method("bcl", {"bcl": {"prototype_head": prototype_head, "proj_dim": 8,
-                                     "hidden_dim": 12}}, _ctx())
+    m = build_method(
+        "bcl", {"bcl": {"prototype_head": prototype_head, "proj_dim": 8, "hidden_dim": 12}}, _ctx()
+    )
     head = m.extra_heads["proj"]
     term = next(t for t in m.objective.terms if t.name == "bcl")
     assert isinstance(term.loss, PrototypeBCL) and term.reads == ("proj", "labels", "head_weight")
@@ -134,8 +172,9 @@ def test_bcl_prototypes_are_the_mlp_of_the_classifier_weights(prototype_head):
     head.zero_grad()
     term.loss(proj.detach(), labels, weight).backward()  # the BCL term alone
     assert weight.grad is not None and weight.grad.abs().sum() > 0
-    assert all(p.grad is not None and p.grad.abs().sum() > 0
-               for p in mlp.parameters() if p.dim() == 2)
+    assert all(
+        p.grad is not None and p.grad.abs().sum() > 0 for p in mlp.parameters() if p.dim() == 2
+    )
 
 
 def test_bcl_network_shapes_and_single_registration(tmp_path):
@@ -162,8 +201,9 @@ def test_allnc_network_shapes(tmp_path):
 
 @pytest.mark.parametrize("unit", ["iteration", "epoch"])
 def test_gbbn_eta_weights_are_exact(unit):
-    m = build_method("allnc", {"allnc": {"gamma": 2.0, "alpha": 0.7, "eta_unit": unit}},
-                     _ctx(epochs=10))
+    m = build_method(
+        "allnc", {"allnc": {"gamma": 2.0, "alpha": 0.7, "eta_unit": unit}}, _ctx(epochs=10)
+    )
     p = Progress(epoch=3, step=5, steps_per_epoch=10, epochs=10)
     t = 35 / 100 if unit == "iteration" else 3 / 10
     eta = 1.0 - t**2.0
@@ -225,8 +265,9 @@ def test_config_loads_and_builds(path):
     cfg = config_from_args(build_parser().parse_args(["train", "--config", str(path)]))
     assert cfg.data.imbalance == 100
     counts = torch.tensor(dataset_counts(cfg.data.dataset, cfg.data.imbalance))
-    m = build_method(cfg.method.name, cfg.method.args,
-                     BuildContext(counts, len(counts), 64, cfg.epochs))
+    m = build_method(
+        cfg.method.name, cfg.method.args, BuildContext(counts, len(counts), 64, cfg.epochs)
+    )
     assert set(m.objective.losses) == TERMS[cfg.method.name]
     if cfg.method.name == "bcl":
         assert (cfg.data.batch_size, cfg.optim.lr, cfg.optim.weight_decay) == (256, 0.15, 5e-4)
@@ -238,8 +279,9 @@ def test_config_loads_and_builds(path):
     else:
         assert (cfg.data.batch_size, cfg.optim.lr, cfg.optim.weight_decay) == (64, 0.01, 5e-3)
         assert m.args[cfg.method.name]["gamma"] == 3.0 and cfg.data.group_rule == "allnc"
-    over = config_from_args(build_parser().parse_args(
-        ["train", "--config", str(path), "--imbalance", "50"]))
+    over = config_from_args(
+        build_parser().parse_args(["train", "--config", str(path), "--imbalance", "50"])
+    )
     assert over.data.imbalance == 50
 
 
@@ -250,12 +292,40 @@ def test_crt_after_bcl(tmp_path):
     from nclt.runner import train
 
     first = tmp_path / "bcl"
-    train(config_from_args(build_parser().parse_args(
-        ["train", "--method", "bcl", "--epochs", "1", "--out", str(first),
-         "--set", "progress=false"])))
-    train(config_from_args(build_parser().parse_args(
-        ["train", "--stage2", "crt", "--from", str(first), "--epochs", "1",
-         "--set", "progress=false"])))
+    train(
+        config_from_args(
+            build_parser().parse_args(
+                [
+                    "train",
+                    "--method",
+                    "bcl",
+                    "--epochs",
+                    "1",
+                    "--out",
+                    str(first),
+                    "--set",
+                    "progress=false",
+                ]
+            )
+        )
+    )
+    train(
+        config_from_args(
+            build_parser().parse_args(
+                [
+                    "train",
+                    "--stage2",
+                    "crt",
+                    "--from",
+                    str(first),
+                    "--epochs",
+                    "1",
+                    "--set",
+                    "progress=false",
+                ]
+            )
+        )
+    )
     before = ckpt.load(first / "last.pt")["model"]
     after = ckpt.load(first / "stage2_crt" / "last.pt")["model"]
     assert not any(k.startswith("extra_heads.") for k in after)

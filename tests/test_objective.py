@@ -41,8 +41,12 @@ def test_schedule_weights_and_zero_weight_skips_term():
             calls.append(1)
             return super().forward(features)
 
-    obj = Objective([Term("a", _Norm(), ("features",), weight=eta),
-                     Term("b", Spy(), ("features",), weight=OneMinus(eta))])
+    obj = Objective(
+        [
+            Term("a", _Norm(), ("features",), weight=eta),
+            Term("b", Spy(), ("features",), weight=OneMinus(eta)),
+        ]
+    )
     out = obj({"features": torch.ones(2, 2)}, Progress(0, 0, 10, 10))
     assert out.weights == {"a": 1.0, "b": 0.0} and not calls and "b" not in out.parts
 

@@ -24,24 +24,39 @@ from nclt.reproduce import (
 )
 
 
-def _fake_run(path, method, seed, best, last, seconds=3600.0, imbalance=100.0, mixup=0.0,
-              extra=True):
+def _fake_run(
+    path, method, seed, best, last, seconds=3600.0, imbalance=100.0, mixup=0.0, extra=True
+):
     """A finished run folder as nclt writes it (checkpoints and tb/ included when extra)."""
     path.mkdir(parents=True, exist_ok=True)
     results = {
-        "method": method, "dataset": "cifar10", "imbalance": imbalance, "epochs": 200,
-        "seed": seed, "top1": last, "many": last + 5, "medium": last - 20, "few": None,
+        "method": method,
+        "dataset": "cifar10",
+        "imbalance": imbalance,
+        "epochs": 200,
+        "seed": seed,
+        "top1": last,
+        "many": last + 5,
+        "medium": last - 20,
+        "few": None,
         "best": {"epoch": 190, "top1": best, "many": best + 5, "medium": best - 20, "few": None},
         "last": {"top1": last, "many": last + 5, "medium": last - 20, "few": None},
-        "nc": {"nc1": 0.5}, "seconds": seconds, "wall_seconds": seconds + 60,
+        "nc": {"nc1": 0.5},
+        "seconds": seconds,
+        "wall_seconds": seconds + 60,
         "images_per_second": 1000.0,
     }
     (path / "results.json").write_text(json.dumps(results))
     (path / "metrics.csv").write_text(f"epoch,test_top1\n200,{last}\n")
-    config = {"method": {"name": method, "args": {}},
-              "data": {"dataset": "cifar10", "imbalance": imbalance, "root": "data"},
-              "epochs": 200, "seed": seed, "out": str(path), "mixup_alpha": mixup,
-              "environment": {"git_commit": f"c{seed}"}}
+    config = {
+        "method": {"name": method, "args": {}},
+        "data": {"dataset": "cifar10", "imbalance": imbalance, "root": "data"},
+        "epochs": 200,
+        "seed": seed,
+        "out": str(path),
+        "mixup_alpha": mixup,
+        "environment": {"git_commit": f"c{seed}"},
+    }
     (path / "config.yaml").write_text(yaml.safe_dump(config))
     if extra:
         (path / "last.pt").write_bytes(b"x")
@@ -58,26 +73,43 @@ def results(tmp_path):
     ce = row_dir(root, "ce", 100)
     _fake_run(ce / "seed0", "ce", 0, best=68.0, last=67.0, seconds=3600, extra=False)
     _fake_run(ce / "seed1", "ce", 1, best=69.0, last=68.0, seconds=4000, extra=False)
-    _fake_run(row_dir(root, "ldam_drw", 100), "ldam-drw", 0, best=74.0, last=73.5,
-              seconds=5400, extra=False)
+    _fake_run(
+        row_dir(root, "ldam_drw", 100),
+        "ldam-drw",
+        0,
+        best=74.0,
+        last=73.5,
+        seconds=5400,
+        extra=False,
+    )
     return root
 
 
 def _line(report, paper, row, imbalance):
-    return next(ln for ln in report.lines[paper]
-                if ln.pub.row == row and ln.pub.imbalance == imbalance)
+    return next(
+        ln for ln in report.lines[paper] if ln.pub.row == row and ln.pub.imbalance == imbalance
+    )
 
 
 def test_published_numbers_match_errata():
     """ERRATA "Reproduction": CIFAR-10-LT top-1 at IF 100 (50, 10), by our row ids."""
     errata = {
-        "ce": (70.4, 74.8, 86.4), "ce_drw": (75.1, None, 86.4),
-        "ce_drw_mixup": (80.9, 81.8, 88.8), "ldam_drw": (77.03, 81.03, 88.16),
-        "arb": (83.3, 85.7, 90.2), "inc_drw": (81.9,), "inc_drw_crt": (82.6,),
-        "ce_disa": (74.7, 79.6, 88.3), "ce_drw_disa": (82.1, 84.1, 89.8),
-        "ldam_drw_disa": (80.4,), "inc_drw_disa": (82.3,), "inc_drw_disa_crt": (82.8,),
-        "etf_dr": (76.5, 81.0, 87.7), "etf_dr_disa": (78.5, 81.4, 87.8),
-        "bcl": (84.32, 87.24, 91.12), "allnc": (88.77, 92.12, 95.22),
+        "ce": (70.4, 74.8, 86.4),
+        "ce_drw": (75.1, None, 86.4),
+        "ce_drw_mixup": (80.9, 81.8, 88.8),
+        "ldam_drw": (77.03, 81.03, 88.16),
+        "arb": (83.3, 85.7, 90.2),
+        "inc_drw": (81.9,),
+        "inc_drw_crt": (82.6,),
+        "ce_disa": (74.7, 79.6, 88.3),
+        "ce_drw_disa": (82.1, 84.1, 89.8),
+        "ldam_drw_disa": (80.4,),
+        "inc_drw_disa": (82.3,),
+        "inc_drw_disa_crt": (82.8,),
+        "etf_dr": (76.5, 81.0, 87.7),
+        "etf_dr_disa": (78.5, 81.4, 87.8),
+        "bcl": (84.32, 87.24, 91.12),
+        "allnc": (88.77, 92.12, 95.22),
         "allnc_pp": (90.12, 92.43, 95.56),
     }
     have = {(p.row, p.imbalance, p.top1) for p in PUBLISHED}
@@ -119,8 +151,12 @@ def test_table_means_differences_offset_missing(results):
 
     # ldam_drw 74.0 (one seed): 3.03 below LDAM-DRW's 77.03 > offset + 1 = 2.9: flagged;
     # 0.9 below ARB's 74.9: not flagged
-    for paper, value, flagged in (("LDAM-DRW", 77.03, True), ("BCL", 77.03, True),
-                                  ("INC", 77.0, True), ("ARB", 74.9, False)):
+    for paper, value, flagged in (
+        ("LDAM-DRW", 77.03, True),
+        ("BCL", 77.03, True),
+        ("INC", 77.0, True),
+        ("ARB", 74.9, False),
+    ):
         ln = _line(report, paper, "ldam_drw", 100.0)
         assert ln.delta == pytest.approx(74.0 - value)
         assert ln.flagged is flagged, paper
@@ -130,8 +166,7 @@ def test_table_means_differences_offset_missing(results):
 
     missing = report.missing
     assert ("ce", 100.0) not in missing and ("ldam_drw", 100.0) not in missing
-    assert {("ce", 50.0), ("bcl", 100.0), ("inc_drw_crt", 100.0), ("allnc", 200.0)} <= set(
-        missing)
+    assert {("ce", 50.0), ("bcl", 100.0), ("inc_drw_crt", 100.0), ("allnc", 200.0)} <= set(missing)
     assert len(missing) == len(set(missing))
     text = report.render()
     assert "= +1.90 points" in text and "IF 50: no `ce` run; the IF 100 offset (1.90)" in text
@@ -159,16 +194,17 @@ def test_no_ce_run_means_offset_zero(tmp_path):
 def test_mixup_mismatch_and_wrong_factor_are_reported(tmp_path):
     root = tmp_path / "results"
     _fake_run(row_dir(root, "ce", 100), "ce", 0, best=70.0, last=70.0, mixup=1.0, extra=False)
-    _fake_run(row_dir(root, "ce", 50), "ce", 0, best=74.0, last=74.0, imbalance=10.0,
-              extra=False)
+    _fake_run(row_dir(root, "ce", 50), "ce", 0, best=74.0, last=74.0, imbalance=10.0, extra=False)
     report = build_report(root, paper="ARB")
     assert "MixUp: paper no, ours yes" in _line(report, "ARB", "ce", 100.0).status
     assert "imbalance 10" in _line(report, "ARB", "ce", 50.0).status
 
 
 def _doc(path):
-    path.write_text(f"# Reproduction\n\nintro by hand\n\n{MARK_START}\nstale table\n{MARK_END}\n"
-                    "\n## Notes on gaps\n\nhand-written note\n")
+    path.write_text(
+        f"# Reproduction\n\nintro by hand\n\n{MARK_START}\nstale table\n{MARK_END}\n"
+        "\n## Notes on gaps\n\nhand-written note\n"
+    )
     return path
 
 
@@ -206,8 +242,17 @@ def test_markdown_refusals(results, tmp_path, capsys):
 def test_collect_copies_the_three_files_and_refuses_to_overwrite(tmp_path, capsys):
     run = _fake_run(tmp_path / "runs" / "ce_s0", "ce", 0, best=68.0, last=67.0)
     res = tmp_path / "results"
-    argv = ["reproduce", "--collect", str(run), "--row", "ce", "--imbalance", "100",
-            "--results", str(res)]
+    argv = [
+        "reproduce",
+        "--collect",
+        str(run),
+        "--row",
+        "ce",
+        "--imbalance",
+        "100",
+        "--results",
+        str(res),
+    ]
     assert main(argv) == 0
     dest = res / "cifar10_lt" / "IF100" / "ce"
     assert sorted(p.name for p in dest.iterdir()) == sorted(RUN_FILES)  # no .pt, no tb/

@@ -17,8 +17,7 @@ from nclt.errors import CheckpointError, ConfigError, NonFiniteLossError
 
 def _cfg(tmp_path, *extra: str, name: str = "run"):
     args = build_parser().parse_args(
-        ["train", "--out", str(tmp_path / name), "--epochs", "3",
-         "--set", "progress=false", *extra]
+        ["train", "--out", str(tmp_path / name), "--epochs", "3", "--set", "progress=false", *extra]
     )
     return config_from_args(args)
 
@@ -30,8 +29,20 @@ def test_outputs_of_a_run(tmp_path):
         assert (out / f).is_file(), f
     assert any((out / "tb").iterdir())
     saved = json.loads((out / "results.json").read_text())
-    for key in ("method", "dataset", "imbalance", "epochs", "top1", "many", "medium", "few",
-                "per_class", "nc", "seconds", "images_per_second"):
+    for key in (
+        "method",
+        "dataset",
+        "imbalance",
+        "epochs",
+        "top1",
+        "many",
+        "medium",
+        "few",
+        "per_class",
+        "nc",
+        "seconds",
+        "images_per_second",
+    ):
         assert key in saved
     assert saved["top1"] == pytest.approx(res["top1"])
     assert len(saved["per_class"]) == 10 and saved["nc"]["nc4"] is not None
@@ -57,11 +68,13 @@ def test_resume_after_mid_epoch_crash_gives_identical_weights(tmp_path, monkeypa
 
     def crash_in_epoch_3(env, loader, epoch, *a, **k):
         if epoch == 2:  # 0-based: die after two steps of the third epoch
+
             def dying():
                 for i, batch in enumerate(loader):
                     if i == 2:
                         raise KeyboardInterrupt
                     yield batch
+
             return real(env, dying(), epoch, *a, **k)
         return real(env, loader, epoch, *a, **k)
 
@@ -121,8 +134,10 @@ def test_drw_switch_changes_the_loss_at_the_epoch(tmp_path, monkeypatch):
     monkeypatch.setattr(runner, "train_one_epoch", spy)
     runner.train(cfg)
     assert seen[0] is None and seen[1] is None and seen[2] is not None
-    counts = torch.tensor(json.loads((tmp_path / "run" / "results.json").read_text())
-                          ["class_counts"], dtype=torch.float64)
+    counts = torch.tensor(
+        json.loads((tmp_path / "run" / "results.json").read_text())["class_counts"],
+        dtype=torch.float64,
+    )
     expected = (1 - 0.9999) / (1 - 0.9999**counts)
     assert torch.allclose(seen[2].double(), expected / expected.sum() * 10, rtol=1e-5)
 
@@ -138,6 +153,7 @@ def test_class_balanced_sampling_for_ce_rs(tmp_path, monkeypatch):
             for x, y in loader:
                 labels_seen.append(y)
                 yield x, y
+
         return real(env, record(), *a, **k)
 
     monkeypatch.setattr(runner, "train_one_epoch", spy)
@@ -149,8 +165,7 @@ def test_class_balanced_sampling_for_ce_rs(tmp_path, monkeypatch):
 
 
 def test_cli_end_to_end_prints_table(tmp_path, capsys):
-    rc = main(["train", "--epochs", "2", "--out", str(tmp_path / "cli"),
-               "--set", "progress=false"])
+    rc = main(["train", "--epochs", "2", "--out", str(tmp_path / "cli"), "--set", "progress=false"])
     assert rc == 0
     printed = capsys.readouterr().out
     assert "many" in printed and "few" in printed and "nc1=" in printed
@@ -185,7 +200,6 @@ def test_methods_lists_papers(capsys):
     assert "ldam-drw" in out and "Cao et al." in out
 
 
-
 def test_nclt_data_exports_kept_indices_with_checksum(tmp_path, capsys):
     import hashlib
 
@@ -196,8 +210,21 @@ def test_nclt_data_exports_kept_indices_with_checksum(tmp_path, capsys):
 
     write_synthetic_cifar10(tmp_path, train_per_class=100, test_per_class=2)
     out = tmp_path / "idx.json"
-    assert main(["data", "cifar10", "--imbalance", "10", "--data-root", str(tmp_path),
-                 "--export", str(out)]) == 0
+    assert (
+        main(
+            [
+                "data",
+                "cifar10",
+                "--imbalance",
+                "10",
+                "--data-root",
+                str(tmp_path),
+                "--export",
+                str(out),
+            ]
+        )
+        == 0
+    )
     rec = json.loads(out.read_text())
     idx = np.asarray(rec["indices"], dtype=np.int64)
     assert rec["checksum"] == hashlib.sha256(idx.astype("<i8").tobytes()).hexdigest()

@@ -38,8 +38,19 @@ from nclt.methods.schedules import Progress
 # method -> config file (relative to the repo's configs/) used when it exists, else the preset
 METHOD_CONFIGS = {"bcl": "cifar10_lt/bcl.yaml", "allnc": "cifar10_lt/allnc.yaml"}
 # compositions whose extra terms are measured against plain CE
-OVERHEAD_METHODS = ["ce-drw", "focal", "cb-softmax", "cb-sigmoid", "ldam-drw", "balanced-softmax",
-                    "arb", "ce+inc", "ce+disa", "etf-dr", "etf-dr+disa"]
+OVERHEAD_METHODS = [
+    "ce-drw",
+    "focal",
+    "cb-softmax",
+    "cb-sigmoid",
+    "ldam-drw",
+    "balanced-softmax",
+    "arb",
+    "ce+inc",
+    "ce+disa",
+    "etf-dr",
+    "etf-dr+disa",
+]
 
 
 def _sync(device: torch.device) -> None:
@@ -47,8 +58,9 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def write_synthetic_cifar10(root: Path, train_per_class: int = 5000,
-                            test_per_class: int = 1000, seed: int = 0) -> Path:
+def write_synthetic_cifar10(
+    root: Path, train_per_class: int = 5000, test_per_class: int = 1000, seed: int = 0
+) -> Path:
     """Random uint8 images in the official cifar-10-batches-py layout (default: full size).
 
     ``train_per_class`` must be a multiple of 5 (the images are spread over five batches).
@@ -60,19 +72,31 @@ def write_synthetic_cifar10(root: Path, train_per_class: int = 5000,
     rng.shuffle(labels)
     per_batch = len(labels) // 5
     for b in range(5):
-        part = labels[b * per_batch:(b + 1) * per_batch]
+        part = labels[b * per_batch : (b + 1) * per_batch]
         data = rng.integers(0, 256, (len(part), 3072), dtype=np.uint8)
         with open(folder / f"data_batch_{b + 1}", "wb") as f:
             pickle.dump({b"data": data, b"labels": part.tolist()}, f)
     test = np.repeat(np.arange(10), test_per_class)
     with open(folder / "test_batch", "wb") as f:
-        pickle.dump({b"data": rng.integers(0, 256, (len(test), 3072), dtype=np.uint8),
-                     b"labels": test.tolist()}, f)
+        pickle.dump(
+            {
+                b"data": rng.integers(0, 256, (len(test), 3072), dtype=np.uint8),
+                b"labels": test.tolist(),
+            },
+            f,
+        )
     return root
 
 
-def ceiling(arch: str, batch: int, precision: str, channels_last: bool, device: torch.device,
-            warmup: int, steps: int) -> tuple[float, float]:
+def ceiling(
+    arch: str,
+    batch: int,
+    precision: str,
+    channels_last: bool,
+    device: torch.device,
+    warmup: int,
+    steps: int,
+) -> tuple[float, float]:
     """(images/s, ms per step) of fwd + bwd + SGD on random in-memory tensors."""
     from nclt.models import build_network
 
@@ -126,12 +150,23 @@ def end_to_end(cfg: Any, warmup: int, steps: int) -> dict[str, Any]:
     _sync(run.device)
     seconds = time.perf_counter() - marks["start"]
     views = len(run.method.views or [cfg.data.train_view])
-    return {"images_per_second": seen[0] / seconds, "views": views,
-            "batch_size": cfg.data.batch_size, "workers": cfg.data.num_workers}
+    return {
+        "images_per_second": seen[0] / seconds,
+        "views": views,
+        "batch_size": cfg.data.batch_size,
+        "workers": cfg.data.num_workers,
+    }
 
 
-def term_overhead(method: str, device: torch.device, step_ms: float, reps: int,
-                  batch: int = 128, dim: int = 64, k: int = 10) -> dict[str, float]:
+def term_overhead(
+    method: str,
+    device: torch.device,
+    step_ms: float,
+    reps: int,
+    batch: int = 128,
+    dim: int = 64,
+    k: int = 10,
+) -> dict[str, float]:
     """Extra fwd+bwd time of ``method``'s objective over CE's, as a fraction of a CE step."""
     g = torch.Generator().manual_seed(0)
     counts = torch.tensor([5000, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50])[:k]
@@ -149,8 +184,15 @@ def term_overhead(method: str, device: torch.device, step_ms: float, reps: int,
 
             head_w = simplex_etf(dim, k).T.contiguous().to(device)
         p = Progress(199, 0, 97, 200)  # the last epoch: every schedule and DRW switched on
-        ctx = {"logits": logits, "features": feats, "head_weight": head_w, "labels": labels,
-               "labels_b": None, "lam": 1.0, "class_weight": None}
+        ctx = {
+            "logits": logits,
+            "features": feats,
+            "head_weight": head_w,
+            "labels": labels,
+            "labels_b": None,
+            "lam": 1.0,
+            "class_weight": None,
+        }
         ctx.update({key: s(p) for key, s in m.schedules.items()})
         times = []
         for i in range(reps + 2):
@@ -168,9 +210,15 @@ def term_overhead(method: str, device: torch.device, step_ms: float, reps: int,
     return {"ms": extra, "fraction": extra / step_ms}
 
 
-def run_bench(data_root: str | None, quick: bool = False, methods: list[str] | None = None,
-              device: str = "auto", threads: int = 0, precision: str = "bf16",
-              repo_configs: Path | None = None) -> dict[str, Any]:
+def run_bench(
+    data_root: str | None,
+    quick: bool = False,
+    methods: list[str] | None = None,
+    device: str = "auto",
+    threads: int = 0,
+    precision: str = "bf16",
+    repo_configs: Path | None = None,
+) -> dict[str, Any]:
     """All three measurements; returns the JSON document of ``nclt bench --json``."""
     from nclt.cli import build_parser, config_from_args
     from nclt.runner import resolve_device
@@ -190,16 +238,37 @@ def run_bench(data_root: str | None, quick: bool = False, methods: list[str] | N
     try:
         ceil_ips, step_ms = ceiling("resnet32", 128, precision, True, dev, w, n)
         results: dict[str, Any] = {
-            "data": source, "device": str(dev), "threads": torch.get_num_threads(),
-            "precision": precision, "ceiling_images_per_second": ceil_ips,
-            "ceiling_step_ms": step_ms, "methods": {}, "method_details": {}, "overhead": {},
+            "data": source,
+            "device": str(dev),
+            "threads": torch.get_num_threads(),
+            "precision": precision,
+            "ceiling_images_per_second": ceil_ips,
+            "ceiling_step_ms": step_ms,
+            "methods": {},
+            "method_details": {},
+            "overhead": {},
         }
         for m in methods:
-            argv = ["train", "--dataset", "cifar10", "--data-root", str(root), "--method", m,
-                    "--set", "progress=false", "--set", f"precision={precision}",
-                    "--set", f"device={dev}"]
-            cfg_file = (repo_configs / METHOD_CONFIGS[m]) if (
-                repo_configs and m in METHOD_CONFIGS) else None
+            argv = [
+                "train",
+                "--dataset",
+                "cifar10",
+                "--data-root",
+                str(root),
+                "--method",
+                m,
+                "--set",
+                "progress=false",
+                "--set",
+                f"precision={precision}",
+                "--set",
+                f"device={dev}",
+            ]
+            cfg_file = (
+                (repo_configs / METHOD_CONFIGS[m])
+                if (repo_configs and m in METHOD_CONFIGS)
+                else None
+            )
             if cfg_file is not None and cfg_file.is_file():
                 argv = ["train", "--config", str(cfg_file), *argv[1:]]
             cfg = config_from_args(build_parser().parse_args(argv))
@@ -217,15 +286,19 @@ def run_bench(data_root: str | None, quick: bool = False, methods: list[str] | N
 
 
 def format_bench(r: dict[str, Any]) -> str:
-    lines = [f"nclt bench on {r['device']} ({r['threads']} threads, {r['precision']}), data: "
-             f"{r['data']}",
-             f"  ceiling (ResNet-32 fwd+bwd+step, batch 128, random tensors): "
-             f"{r['ceiling_images_per_second']:.0f} images/s ({r['ceiling_step_ms']:.1f} ms/step)"]
+    lines = [
+        f"nclt bench on {r['device']} ({r['threads']} threads, {r['precision']}), data: "
+        f"{r['data']}",
+        f"  ceiling (ResNet-32 fwd+bwd+step, batch 128, random tensors): "
+        f"{r['ceiling_images_per_second']:.0f} images/s ({r['ceiling_step_ms']:.1f} ms/step)",
+    ]
     for m, ips in r["methods"].items():
         d = r["method_details"][m]
-        lines.append(f"  {m:<8} end to end: {ips:7.0f} images/s = "
-                     f"{100 * ips / r['ceiling_images_per_second']:5.1f}% of the ceiling "
-                     f"(batch {d['batch_size']}, {d['views']} view(s), {d['workers']} workers)")
+        lines.append(
+            f"  {m:<8} end to end: {ips:7.0f} images/s = "
+            f"{100 * ips / r['ceiling_images_per_second']:5.1f}% of the ceiling "
+            f"(batch {d['batch_size']}, {d['views']} view(s), {d['workers']} workers)"
+        )
     lines.append("  loss-term overhead over a CE step (fraction of one training step):")
     for m, frac in r["overhead"].items():
         lines.append(f"    {m:<18} {100 * frac:6.2f}%")

@@ -44,12 +44,16 @@ def save_atomic(obj: dict[str, Any], path: str | Path) -> None:
         if tmp is not None:
             Path(tmp).unlink(missing_ok=True)
         if isinstance(e, OSError) and not isinstance(e, CheckpointWriteError):
-            kept = (f"the previous {path.name} is intact" if path.exists()
-                    else f"no {path.name} was written")
+            kept = (
+                f"the previous {path.name} is intact"
+                if path.exists()
+                else f"no {path.name} was written"
+            )
             raise CheckpointWriteError(
-                e.errno, f"cannot write checkpoint {str(path)!r} ({e.strerror or e}); {kept} "
+                e.errno,
+                f"cannot write checkpoint {str(path)!r} ({e.strerror or e}); {kept} "
                 "(nclt writes a temporary file and renames it). Free some space, then continue "
-                "the run with `nclt train --resume RUN_DIR`"
+                "the run with `nclt train --resume RUN_DIR`",
             ) from e
         raise
     try:  # make the rename itself durable
@@ -86,8 +90,11 @@ def rng_state() -> dict[str, Any]:
     state: dict[str, Any] = {
         "torch": torch.get_rng_state(),
         "numpy": {
-            "kind": str(kind), "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
-            "pos": int(pos), "has_gauss": int(has_gauss), "cached": float(cached),
+            "kind": str(kind),
+            "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached": float(cached),
         },
         "python": _py_state_to_plain(random.getstate()),
     }

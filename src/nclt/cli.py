@@ -80,14 +80,23 @@ def config_from_args(args: argparse.Namespace) -> Any:
         if not args.from_run:
             raise ConfigError("--stage2 needs --from RUN_DIR (the finished first stage)")
         if args.config or args.method:
-            raise ConfigError("--stage2 takes its config from --from RUN_DIR; drop --config "
-                              "and --method (use --set to change a value)")
+            raise ConfigError(
+                "--stage2 takes its config from --from RUN_DIR; drop --config "
+                "and --method (use --set to change a value)"
+            )
         file_data = stage2_base(args.stage2, args.from_run)
     flags: dict[str, Any] = {}
     if args.method:
         flags["method"] = {"name": args.method}
-    data_flags = {k: v for k, v in (("dataset", args.dataset), ("imbalance", args.imbalance),
-                                    ("root", args.data_root)) if v is not None}
+    data_flags = {
+        k: v
+        for k, v in (
+            ("dataset", args.dataset),
+            ("imbalance", args.imbalance),
+            ("root", args.data_root),
+        )
+        if v is not None
+    }
     if data_flags:
         flags["data"] = data_flags
     if args.epochs is not None:
@@ -166,13 +175,18 @@ def sweep_configs(args: argparse.Namespace) -> list[Any]:
 
     grid = sweep_grid(args.sweep)
     first = config_from_args(args)
-    base = Path(args.out) if args.out else Path("runs") / (
-        f"sweep_{first.data.dataset}_{first.method.name}_if{first.data.imbalance:g}")
+    base = (
+        Path(args.out)
+        if args.out
+        else Path("runs")
+        / (f"sweep_{first.data.dataset}_{first.method.name}_if{first.data.imbalance:g}")
+    )
     seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else [first.seed]
     cfgs = []
     for point in grid:
-        sub = ap.Namespace(**{**vars(args),
-                              "set": [*(args.set or []), *(f"{k}={v}" for k, v in point)]})
+        sub = ap.Namespace(
+            **{**vars(args), "set": [*(args.set or []), *(f"{k}={v}" for k, v in point)]}
+        )
         folder = base.joinpath(*(sweep_folder(k, v) for k, v in point))
         for seed in seeds:
             cfg = config_from_args(sub)
@@ -207,8 +221,23 @@ def _train_runs(args: argparse.Namespace) -> list[dict[str, Any]]:
     from nclt.runner import train
 
     if args.resume:
-        given = [f for f in ("config", "method", "dataset", "imbalance", "epochs", "out", "set",
-                             "seeds", "stage2", "from_run", "sweep") if getattr(args, f, None)]
+        given = [
+            f
+            for f in (
+                "config",
+                "method",
+                "dataset",
+                "imbalance",
+                "epochs",
+                "out",
+                "set",
+                "seeds",
+                "stage2",
+                "from_run",
+                "sweep",
+            )
+            if getattr(args, f, None)
+        ]
         if given:
             raise ConfigError(
                 f"--resume continues a run exactly as configured; drop {', '.join(given)} "
@@ -247,10 +276,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
         try:
             sigmas = [float(v) for v in args.gaussian_noise.split(",")]
         except ValueError:
-            raise ConfigError(f"--gaussian-noise {args.gaussian_noise!r}: expected numbers, "
-                              "e.g. 0.1,0.2,0.3,0.4") from None
-        res = evaluate_noise(args.checkpoint, sigmas, data_root=args.data_root,
-                             seed=args.noise_seed)
+            raise ConfigError(
+                f"--gaussian-noise {args.gaussian_noise!r}: expected numbers, e.g. 0.1,0.2,0.3,0.4"
+            ) from None
+        res = evaluate_noise(
+            args.checkpoint, sigmas, data_root=args.data_root, seed=args.noise_seed
+        )
         print(format_noise(res))
         if args.json:
             write_json(Path(args.json), res)
@@ -266,10 +297,19 @@ def cmd_report(args: argparse.Namespace) -> int:
     from nclt.report import build_report
 
     page = build_report(
-        args.path, out=args.out, which=args.which, data_root=args.data_root, device=args.device,
-        max_points=args.max_points, seed=args.seed, ot_epsilon=args.ot_epsilon,
-        nc_options={"global_mean": args.global_mean, "within": args.within,
-                    "center_w": not args.raw_w},
+        args.path,
+        out=args.out,
+        which=args.which,
+        data_root=args.data_root,
+        device=args.device,
+        max_points=args.max_points,
+        seed=args.seed,
+        ot_epsilon=args.ot_epsilon,
+        nc_options={
+            "global_mean": args.global_mean,
+            "within": args.within,
+            "center_w": not args.raw_w,
+        },
     )
     print(f"report: {page}")
     return 0
@@ -290,12 +330,14 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     if args.collect:
         if not args.row or args.imbalance is None:
             raise ConfigError("--collect RUN_DIR needs --row ROW and --imbalance IF")
-        for folder in reproduce.collect(args.collect, args.row, args.imbalance, args.results,
-                                        force=args.force):
+        for folder in reproduce.collect(
+            args.collect, args.row, args.imbalance, args.results, force=args.force
+        ):
             print(f"collected {folder}/ ({', '.join(reproduce.RUN_FILES)})")
         return 0
-    stray = [f"--{f}" for f in ("row", "imbalance", "force") if getattr(args, f) not in
-             (None, False)]
+    stray = [
+        f"--{f}" for f in ("row", "imbalance", "force") if getattr(args, f) not in (None, False)
+    ]
     if stray:
         raise ConfigError(f"{', '.join(stray)}: only with --collect RUN_DIR")
     if args.markdown and args.table:
@@ -321,20 +363,40 @@ def cmd_data(args: argparse.Namespace) -> int:
         report = check_split(args.data_root or ".", args.check_split)
         print(report)
         return 0 if report.ok else 1
-    counts = dataset_counts(args.dataset, args.imbalance, args.profile, args.reverse,
-                            split_file=args.split_file, root=args.data_root or ".")
-    print(describe_counts(counts, title=f"{args.dataset} imbalance {args.imbalance:g} "
-                          f"({args.profile} profile{', reversed' if args.reverse else ''})"))
+    counts = dataset_counts(
+        args.dataset,
+        args.imbalance,
+        args.profile,
+        args.reverse,
+        split_file=args.split_file,
+        root=args.data_root or ".",
+    )
+    print(
+        describe_counts(
+            counts,
+            title=f"{args.dataset} imbalance {args.imbalance:g} "
+            f"({args.profile} profile{', reversed' if args.reverse else ''})",
+        )
+    )
     if args.export:
         if args.dataset not in ("cifar10", "cifar100"):
             raise ConfigError("--export writes the LDAM-DRW subset of cifar10 / cifar100")
-        ds = DATASETS.build(args.dataset, root=args.data_root or "data", train=True,
-                            imbalance=args.imbalance, profile=args.profile,
-                            reverse=args.reverse, subset_seed=args.subset_seed, views=None,
-                            download=False)
+        ds = DATASETS.build(
+            args.dataset,
+            root=args.data_root or "data",
+            train=True,
+            imbalance=args.imbalance,
+            profile=args.profile,
+            reverse=args.reverse,
+            subset_seed=args.subset_seed,
+            views=None,
+            download=False,
+        )
         record = ds.export_indices(args.export)
-        print(f"wrote {len(record['indices'])} kept indices to {args.export} "
-              f"(sha256 {record['checksum']})")
+        print(
+            f"wrote {len(record['indices'])} kept indices to {args.export} "
+            f"(sha256 {record['checksum']})"
+        )
     return 0
 
 
@@ -344,8 +406,11 @@ def cmd_methods(args: argparse.Namespace) -> int:
     rows = describe_methods()
     width = max(len(r[0]) for r in rows)
     for kind in ("base", "addon"):
-        print("Base methods (one per run):" if kind == "base" else
-              "\nAdd-ons (append to a base, e.g. ldam-drw+inc+disa):")
+        print(
+            "Base methods (one per run):"
+            if kind == "base"
+            else "\nAdd-ons (append to a base, e.g. ldam-drw+inc+disa):"
+        )
         for name, k, paper, summary in rows:
             if k == kind:
                 print(f"  {name:<{width}}  {summary}  [{paper}]")
@@ -358,9 +423,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     methods = args.methods.split(",") if args.methods else None
     configs = Path(__file__).resolve().parents[2] / "configs"
-    res = run_bench(args.data_root, quick=args.quick, methods=methods, device=args.device,
-                    threads=args.threads, precision=args.precision,
-                    repo_configs=configs if configs.is_dir() else None)
+    res = run_bench(
+        args.data_root,
+        quick=args.quick,
+        methods=methods,
+        device=args.device,
+        threads=args.threads,
+        precision=args.precision,
+        repo_configs=configs if configs.is_dir() else None,
+    )
     print(format_bench(res))
     if args.json:
         write_json(Path(args.json), res)
@@ -373,27 +444,43 @@ def _fmt(v: Any, digits: int = 2) -> str:
 
 def format_results(r: dict[str, Any]) -> str:
     """The table printed after training or evaluation."""
-    lines = [f"\n{r.get('method', '?')} on {r.get('dataset', '?')} "
-             f"(imbalance {r.get('imbalance', 0):g}, seed {r.get('seed', '?')})"]
+    lines = [
+        f"\n{r.get('method', '?')} on {r.get('dataset', '?')} "
+        f"(imbalance {r.get('imbalance', 0):g}, seed {r.get('seed', '?')})"
+    ]
     lines.append(f"  {'':<8} {'top-1':>7} {'many':>7} {'medium':>7} {'few':>7}")
     rows = [("last", r)]
     if r.get("best") and r["best"].get("epoch"):
         rows.append((f"best@{r['best']['epoch']}", r["best"]))
     for name, d in rows:
-        lines.append(f"  {name:<8} {_fmt(d['top1']):>7} {_fmt(d['many']):>7} "
-                     f"{_fmt(d['medium']):>7} {_fmt(d['few']):>7}")
+        lines.append(
+            f"  {name:<8} {_fmt(d['top1']):>7} {_fmt(d['many']):>7} "
+            f"{_fmt(d['medium']):>7} {_fmt(d['few']):>7}"
+        )
     nc = r.get("nc") or {}
-    keys = ["nc1", "equinorm_means", "equiangular_means", "maxangle_means", "equinorm_w",
-            "equiangular_w", "self_duality", "nc4"]
+    keys = [
+        "nc1",
+        "equinorm_means",
+        "equiangular_means",
+        "maxangle_means",
+        "equinorm_w",
+        "equiangular_w",
+        "self_duality",
+        "nc4",
+    ]
     shown = [(k, nc[k]) for k in keys if isinstance(nc.get(k), int | float)]
     if shown:
-        lines.append("  neural collapse (training features, last epoch): " + ", ".join(
-            f"{k}={v:.4g}" for k, v in shown))
+        lines.append(
+            "  neural collapse (training features, last epoch): "
+            + ", ".join(f"{k}={v:.4g}" for k, v in shown)
+        )
     if r.get("images_per_second"):
         lines.append(f"  {r['seconds']:.1f} s training, {r['images_per_second']:.0f} images/s")
     if r.get("run_dir"):
-        lines.append(f"  outputs: {r['run_dir']}/ (results.json, metrics.csv, config.yaml, "
-                     "tb/, last.pt, best.pt)")
+        lines.append(
+            f"  outputs: {r['run_dir']}/ (results.json, metrics.csv, config.yaml, "
+            "tb/, last.pt, best.pt)"
+        )
     return "\n".join(lines)
 
 
@@ -405,7 +492,8 @@ def _seeds_arg(text: str) -> str:
         ok = False
     if not ok:
         raise argparse.ArgumentTypeError(
-            f"{text!r} is not a comma-separated list of seeds in 0..2**32-1 (e.g. 0,1,2)")
+            f"{text!r} is not a comma-separated list of seeds in 0..2**32-1 (e.g. 0,1,2)"
+        )
     return text
 
 
@@ -416,56 +504,99 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train a model (default: digits-LT, small CNN, CE)")
     t.add_argument("--config", help="YAML config file (see configs/)")
     t.add_argument("--method", help="method name, e.g. ce, ce-drw, ldam-drw+disa (nclt methods)")
-    t.add_argument("--dataset", help="digits, cifar10, cifar100, imagenet_lt, places_lt, "
-                   "inaturalist")
+    t.add_argument(
+        "--dataset", help="digits, cifar10, cifar100, imagenet_lt, places_lt, inaturalist"
+    )
     t.add_argument("--imbalance", type=float, help="imbalance factor n_max/n_min (e.g. 100)")
     t.add_argument("--epochs", type=int)
     t.add_argument("--out", help="output folder (default runs/<dataset>_<method>_if<IF>_s<seed>)")
     t.add_argument("--data-root", help="folder holding the datasets")
-    t.add_argument("--seeds", type=_seeds_arg,
-                   help="comma-separated seeds, run in turn (e.g. 0,1,2)")
-    t.add_argument("--set", action="append", metavar="KEY=VALUE",
-                   help="override any config key, e.g. --set optim.lr=0.05 (repeatable)")
-    t.add_argument("--sweep", action="append", metavar="KEY=V1,V2",
-                   help="run a grid: every combination of the values (repeatable; applied like "
-                   "--set; runs in <out>/KEY=V/..., with --seeds in .../seed<s>)")
+    t.add_argument(
+        "--seeds", type=_seeds_arg, help="comma-separated seeds, run in turn (e.g. 0,1,2)"
+    )
+    t.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="override any config key, e.g. --set optim.lr=0.05 (repeatable)",
+    )
+    t.add_argument(
+        "--sweep",
+        action="append",
+        metavar="KEY=V1,V2",
+        help="run a grid: every combination of the values (repeatable; applied like "
+        "--set; runs in <out>/KEY=V/..., with --seeds in .../seed<s>)",
+    )
     t.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR")
-    t.add_argument("--stage2", metavar="NAME", help="second stage on a finished run: crt, lws, "
-                   "tau-norm (needs --from; output in RUN_DIR/stage2_NAME)")
-    t.add_argument("--from", dest="from_run", metavar="RUN_DIR",
-                   help="the finished first-stage run for --stage2")
+    t.add_argument(
+        "--stage2",
+        metavar="NAME",
+        help="second stage on a finished run: crt, lws, "
+        "tau-norm (needs --from; output in RUN_DIR/stage2_NAME)",
+    )
+    t.add_argument(
+        "--from",
+        dest="from_run",
+        metavar="RUN_DIR",
+        help="the finished first-stage run for --stage2",
+    )
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("eval", help="evaluate a checkpoint: accuracy and neural-collapse metrics")
     e.add_argument("checkpoint")
     e.add_argument("--data-root")
     e.add_argument("--json", help="also write the results to this JSON file")
-    e.add_argument("--gaussian-noise", metavar="S1,S2,...",
-                   help="test accuracy under additive Gaussian noise of these std devs instead "
-                   "(INC Table 6): sigma * N(0,1) added to the pixels in [0, 1], before the "
-                   "normalization, not clamped")
+    e.add_argument(
+        "--gaussian-noise",
+        metavar="S1,S2,...",
+        help="test accuracy under additive Gaussian noise of these std devs instead "
+        "(INC Table 6): sigma * N(0,1) added to the pixels in [0, 1], before the "
+        "normalization, not clamped",
+    )
     e.add_argument("--noise-seed", type=int, default=0, help="seed of the noise (default 0)")
     e.set_defaults(func=cmd_eval)
 
     r = sub.add_parser("report", help="figures and report.html for a run folder or checkpoint")
     r.add_argument("path", help="run folder (uses its last.pt / best.pt) or checkpoint file")
-    r.add_argument("--which", choices=["last", "best"], default="last",
-                   help="checkpoint of a run folder (default last)")
+    r.add_argument(
+        "--which",
+        choices=["last", "best"],
+        default="last",
+        help="checkpoint of a run folder (default last)",
+    )
     r.add_argument("--out", help="output folder (default <folder of the checkpoint>/report)")
     r.add_argument("--data-root", help="folder holding the datasets")
     r.add_argument("--device", help="cpu, cuda, ... (default: the checkpoint's)")
-    r.add_argument("--max-points", type=int, default=2000,
-                   help="training features kept for t-SNE and transport plans (default 2000)")
+    r.add_argument(
+        "--max-points",
+        type=int,
+        default=2000,
+        help="training features kept for t-SNE and transport plans (default 2000)",
+    )
     r.add_argument("--seed", type=int, default=0, help="seed of that subsample and of t-SNE")
-    r.add_argument("--ot-epsilon", type=float,
-                   help="entropic regularization of the transport plans (default: the run's "
-                   "DisA epsilon, else 0.1)")
-    r.add_argument("--global-mean", choices=["class", "sample"], default="class",
-                   help="mu_G: mean of class means (INC, DisA; default) or of samples (AllNC)")
-    r.add_argument("--within", choices=["sample", "class"], default="sample",
-                   help="Sigma_W averaged over samples (default, AllNC) or per class (DisA)")
-    r.add_argument("--raw-w", action="store_true",
-                   help="classifier metrics on the raw vectors (ARB) instead of centered (AllNC)")
+    r.add_argument(
+        "--ot-epsilon",
+        type=float,
+        help="entropic regularization of the transport plans (default: the run's "
+        "DisA epsilon, else 0.1)",
+    )
+    r.add_argument(
+        "--global-mean",
+        choices=["class", "sample"],
+        default="class",
+        help="mu_G: mean of class means (INC, DisA; default) or of samples (AllNC)",
+    )
+    r.add_argument(
+        "--within",
+        choices=["sample", "class"],
+        default="sample",
+        help="Sigma_W averaged over samples (default, AllNC) or per class (DisA)",
+    )
+    r.add_argument(
+        "--raw-w",
+        action="store_true",
+        help="classifier metrics on the raw vectors (ARB) instead of centered (AllNC)",
+    )
     r.set_defaults(func=cmd_report)
 
     c = sub.add_parser("compare", help="one table across runs, mean +- std over seeds")
@@ -478,49 +609,88 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--imbalance", type=float, default=100.0)
     d.add_argument("--profile", choices=["exp", "step"], default="exp")
     d.add_argument("--reverse", action="store_true")
-    d.add_argument("--export", metavar="FILE", help="write the kept training indices and "
-                   "their sha256 to FILE (JSON; needs the images under --data-root)")
+    d.add_argument(
+        "--export",
+        metavar="FILE",
+        help="write the kept training indices and "
+        "their sha256 to FILE (JSON; needs the images under --data-root)",
+    )
     d.add_argument("--subset-seed", type=int, default=0, help="seed of the subset (default 0)")
-    d.add_argument("--data-root", help="folder holding the dataset (for --export, "
-                   "--check-split, --split-file)")
+    d.add_argument(
+        "--data-root", help="folder holding the dataset (for --export, --check-split, --split-file)"
+    )
     d.add_argument("--split-file", help="list-file datasets: counts from this split file")
-    d.add_argument("--check-split", metavar="FILE", help="check a split file against the "
-                   "images under --data-root (line and class counts, missing files, layout)")
+    d.add_argument(
+        "--check-split",
+        metavar="FILE",
+        help="check a split file against the "
+        "images under --data-root (line and class counts, missing files, layout)",
+    )
     d.set_defaults(func=cmd_data)
 
     b = sub.add_parser("bench", help="throughput against the compute ceiling, loss overheads")
     b.add_argument("--data-root", help="folder with cifar-10-batches-py (else synthetic images)")
     b.add_argument("--quick", action="store_true", help="a few steps each (under a minute)")
-    b.add_argument("--methods", help="comma-separated methods to time end to end "
-                   "(default ce,bcl,allnc)")
+    b.add_argument(
+        "--methods", help="comma-separated methods to time end to end (default ce,bcl,allnc)"
+    )
     b.add_argument("--device", default="auto")
     b.add_argument("--threads", type=int, default=0)
     b.add_argument("--precision", default="bf16", choices=["bf16", "fp32", "fp16"])
     b.add_argument("--json", help="write the figures to this JSON file")
     b.set_defaults(func=cmd_bench)
 
-    rp = sub.add_parser("reproduce", help="the papers' CIFAR-10-LT numbers next to ours "
-                        "(from results/), or --collect a finished run into results/")
-    rp.add_argument("--table", metavar="PAPER", help="one paper's table: AllNC, INC, DisA, ARB, "
-                    "BCL, LDAM-DRW (default: all)")
-    rp.add_argument("--results", default="results",
-                    help="folder holding cifar10_lt/IF<factor>/<row>/ (default results)")
-    rp.add_argument("--basis", choices=["best", "last"], default="best",
-                    help="epoch of ours compared with the paper where the paper does not say "
-                    "(default best)")
-    rp.add_argument("--markdown", action="store_true",
-                    help="also write the tables into --doc between its markers")
-    rp.add_argument("--doc", default="docs/REPRODUCTION.md",
-                    help="the doc --markdown writes (default docs/REPRODUCTION.md)")
-    rp.add_argument("--commands", action="store_true",
-                    help="also print the train and collect commands of the missing rows")
-    rp.add_argument("--collect", metavar="RUN_DIR", help="copy results.json, metrics.csv and "
-                    "config.yaml of this finished run (or of its seed*/ runs) into results/")
-    rp.add_argument("--row", help="with --collect: the row id (configs/cifar10_lt/<row>.yaml, "
-                    "or inc_drw_crt / inc_drw_disa_crt for a cRT second stage)")
+    rp = sub.add_parser(
+        "reproduce",
+        help="the papers' CIFAR-10-LT numbers next to ours "
+        "(from results/), or --collect a finished run into results/",
+    )
+    rp.add_argument(
+        "--table",
+        metavar="PAPER",
+        help="one paper's table: AllNC, INC, DisA, ARB, BCL, LDAM-DRW (default: all)",
+    )
+    rp.add_argument(
+        "--results",
+        default="results",
+        help="folder holding cifar10_lt/IF<factor>/<row>/ (default results)",
+    )
+    rp.add_argument(
+        "--basis",
+        choices=["best", "last"],
+        default="best",
+        help="epoch of ours compared with the paper where the paper does not say (default best)",
+    )
+    rp.add_argument(
+        "--markdown",
+        action="store_true",
+        help="also write the tables into --doc between its markers",
+    )
+    rp.add_argument(
+        "--doc",
+        default="docs/REPRODUCTION.md",
+        help="the doc --markdown writes (default docs/REPRODUCTION.md)",
+    )
+    rp.add_argument(
+        "--commands",
+        action="store_true",
+        help="also print the train and collect commands of the missing rows",
+    )
+    rp.add_argument(
+        "--collect",
+        metavar="RUN_DIR",
+        help="copy results.json, metrics.csv and "
+        "config.yaml of this finished run (or of its seed*/ runs) into results/",
+    )
+    rp.add_argument(
+        "--row",
+        help="with --collect: the row id (configs/cifar10_lt/<row>.yaml, "
+        "or inc_drw_crt / inc_drw_disa_crt for a cRT second stage)",
+    )
     rp.add_argument("--imbalance", type=float, help="with --collect: the run's imbalance factor")
-    rp.add_argument("--force", action="store_true",
-                    help="with --collect: replace a seed already collected")
+    rp.add_argument(
+        "--force", action="store_true", help="with --collect: replace a seed already collected"
+    )
     rp.set_defaults(func=cmd_reproduce)
 
     m = sub.add_parser("methods", help="list the methods and their papers")

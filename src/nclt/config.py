@@ -323,14 +323,21 @@ def build_config(
 def validate(cfg: TrainConfig) -> None:
     """Range checks that types alone do not express."""
     checks = [
-        (cfg.epochs >= 1 or (cfg.epochs == 0 and bool(cfg.init_from)),
-         "epochs must be >= 1 (0 only for a second stage that trains nothing, e.g. tau-norm)"),
+        (
+            cfg.epochs >= 1 or (cfg.epochs == 0 and bool(cfg.init_from)),
+            "epochs must be >= 1 (0 only for a second stage that trains nothing, e.g. tau-norm)",
+        ),
         (math.isfinite(cfg.data.imbalance), "data.imbalance must be a finite number"),
         (cfg.data.imbalance >= 1, "data.imbalance is n_max/n_min and must be >= 1 (100, not 0.01)"),
-        (cfg.data.batch_size >= 2, "data.batch_size must be >= 2: BatchNorm in training mode and "
-         "the per-batch statistics of the losses need more than one sample per batch"),
-        (0 <= cfg.seed < 2**32 and 0 <= cfg.data.subset_seed < 2**32,
-         "seed and data.subset_seed must lie in 0..2**32-1"),
+        (
+            cfg.data.batch_size >= 2,
+            "data.batch_size must be >= 2: BatchNorm in training mode and "
+            "the per-batch statistics of the losses need more than one sample per batch",
+        ),
+        (
+            0 <= cfg.seed < 2**32 and 0 <= cfg.data.subset_seed < 2**32,
+            "seed and data.subset_seed must lie in 0..2**32-1",
+        ),
         (cfg.data.test_batch_size >= 1, "data.test_batch_size must be >= 1"),
         (cfg.data.num_workers >= 0, "data.num_workers must be >= 0"),
         (cfg.optim.lr > 0, "optim.lr must be > 0"),

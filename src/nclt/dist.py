@@ -17,6 +17,7 @@ import inspect
 import logging
 import os
 from collections.abc import Iterator
+from typing import Any
 
 import torch
 import torch.distributed as tdist
@@ -92,10 +93,8 @@ def init_from_env(backend: str | None = None, timeout_s: float | None = None) ->
                 "give torchrun --nproc_per_node at most the number of GPUs"
             )
         torch.cuda.set_device(local)
-    kwargs = {}
-    if timeout_s is not None:
-        kwargs["timeout"] = datetime.timedelta(seconds=timeout_s)
-    tdist.init_process_group(backend=backend, init_method="env://", **kwargs)
+    timeout = datetime.timedelta(seconds=timeout_s) if timeout_s is not None else None
+    tdist.init_process_group(backend=backend, init_method="env://", timeout=timeout)
     log.debug("process group: rank %d of %d, backend %s", rank(), world_size(), backend)
     return True
 
@@ -143,8 +142,9 @@ class ShardSampler(Sampler[int]):
     ``nclt.data.samplers``, which pad so that every rank takes the same number of steps.
     """
 
-    def __init__(self, num_items: int, num_replicas: int | None = None,
-                 rank_id: int | None = None) -> None:
+    def __init__(
+        self, num_items: int, num_replicas: int | None = None, rank_id: int | None = None
+    ) -> None:
         self.num_items = int(num_items)
         self.num_replicas = world_size() if num_replicas is None else int(num_replicas)
         self.rank = rank() if rank_id is None else int(rank_id)
@@ -268,7 +268,8 @@ def _all_reduce_with_grad(t: Tensor) -> Tensor:
     """Sum over ranks with autograd: the backward pass sums the gradients over ranks."""
     from torch.distributed.nn.functional import all_reduce
 
-    return all_reduce(t, op=tdist.ReduceOp.SUM)
+    out: Tensor = all_reduce(t, op=tdist.ReduceOp.SUM)  # type: ignore[no-untyped-call]
+    return out
 
 
 class CPUSyncBatchNorm(nn.modules.batchnorm._BatchNorm):
@@ -308,22 +309,32 @@ class CPUSyncBatchNorm(nn.modules.batchnorm._BatchNorm):
             with torch.no_grad():
                 assert self.num_batches_tracked is not None
                 self.num_batches_tracked.add_(1)
-                factor = (1.0 / float(self.num_batches_tracked) if self.momentum is None
-                          else self.momentum)
+                factor = (
+                    1.0 / float(self.num_batches_tracked)
+                    if self.momentum is None
+                    else self.momentum
+                )
                 unbiased = var.detach() * (n / (n - 1).clamp_min(1))
-                self.running_mean.mul_(1 - factor).add_(factor * mean.detach().to(
-                    self.running_mean.dtype))
-                self.running_var.mul_(1 - factor).add_(factor * unbiased.to(
-                    self.running_var.dtype))
+                assert self.running_mean is not None and self.running_var is not None
+                self.running_mean.mul_(1 - factor).add_(
+                    factor * mean.detach().to(self.running_mean.dtype)
+                )
+                self.running_var.mul_(1 - factor).add_(factor * unbiased.to(self.running_var.dtype))
         return y.to(input.dtype)
 
 
 def _convert(module: nn.Module, cls: type) -> nn.Module:
     out = module
     if isinstance(module, nn.modules.batchnorm._BatchNorm) and not isinstance(
-            module, nn.SyncBatchNorm | CPUSyncBatchNorm):
-        out = cls(module.num_features, module.eps, module.momentum, module.affine,
-                  module.track_running_stats)
+        module, nn.SyncBatchNorm | CPUSyncBatchNorm
+    ):
+        out = cls(
+            module.num_features,
+            module.eps,
+            module.momentum,
+            module.affine,
+            module.track_running_stats,
+        )
         if module.affine:
             with torch.no_grad():
                 out.weight = module.weight
@@ -339,8 +350,9 @@ def _convert(module: nn.Module, cls: type) -> nn.Module:
     return out
 
 
-def convert_sync_batchnorm(module: nn.Module,
-                           device: torch.device | str | None = None) -> nn.Module:
+def convert_sync_batchnorm(
+    module: nn.Module, device: torch.device | str | None = None
+) -> nn.Module:
     """Every BatchNorm of ``module`` made synchronous over ranks (``sync_bn: true``).
 
     CUDA modules get ``torch.nn.SyncBatchNorm``; others :class:`CPUSyncBatchNorm`. Parameters
@@ -350,7 +362,10 @@ def convert_sync_batchnorm(module: nn.Module,
         p = next(iter(module.parameters()), None)
         device = p.device if p is not None else torch.device("cpu")
     if torch.device(device).type == "cuda":
-        return nn.SyncBatchNorm.convert_sync_batchnorm(module)
+        converted: nn.Module = nn.SyncBatchNorm.convert_sync_batchnorm(  # type: ignore[no-untyped-call]
+            module
+        )
+        return converted
     return _convert(module, CPUSyncBatchNorm)
 
 
@@ -369,8 +384,10 @@ def wrap_ddp(module: nn.Module, find_unused: bool, static_graph: bool = False) -
         return module
     from torch.nn.parallel import DistributedDataParallel
 
-    kwargs: dict[str, object] = {"find_unused_parameters": find_unused,
-                                 "static_graph": static_graph and not find_unused}
+    kwargs: dict[str, Any] = {
+        "find_unused_parameters": find_unused,
+        "static_graph": static_graph and not find_unused,
+    }
     if "forward_sync_buffers" in inspect.signature(DistributedDataParallel.__init__).parameters:
         kwargs["forward_sync_buffers"] = False
     else:  # torch < 2.14
@@ -391,10 +408,14 @@ def sync_buffers(module: nn.Module) -> None:
     """
     if not is_dist():
         return
-    stats = []
+    stats: list[Tensor] = []
     for m in module.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm) and not isinstance(
-                m, nn.SyncBatchNorm | CPUSyncBatchNorm) and m.running_mean is not None:
+        if (
+            isinstance(m, nn.modules.batchnorm._BatchNorm)
+            and not isinstance(m, nn.SyncBatchNorm | CPUSyncBatchNorm)
+            and m.running_mean is not None
+        ):
+            assert m.running_var is not None
             stats += [m.running_mean, m.running_var]
     by_key: dict[tuple[torch.device, torch.dtype], list[Tensor]] = {}
     for b in stats:

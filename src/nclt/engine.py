@@ -89,16 +89,22 @@ class TrainStep(nn.Module):
     values) and returns ``(total, parts, weights)`` of the objective.
     """
 
-    def __init__(self, model: nn.Module, objective: Objective, schedules: dict[str, Schedule],
-                 precision: Precision) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        objective: Objective,
+        schedules: dict[str, Schedule],
+        precision: Precision,
+    ) -> None:
         super().__init__()
         self.model = model
         self.objective = objective
         self.schedules = schedules
         self.precision = precision
 
-    def forward(self, views: list[Tensor], ctx: dict[str, Any],
-                progress: Progress) -> tuple[Tensor, dict[str, Tensor], dict[str, float]]:
+    def forward(
+        self, views: list[Tensor], ctx: dict[str, Any], progress: Progress
+    ) -> tuple[Tensor, dict[str, Tensor], dict[str, float]]:
         with self.precision.autocast():
             out = self.model(views)
         # losses run in float32 whatever the autocast precision of the network
@@ -133,8 +139,11 @@ def train_one_epoch(
     Under DDP every rank returns the same, global figures (loss parts and accuracy over every
     rank's samples, images/s of all ranks together).
     """
-    step_module = env.step if env.step is not None else TrainStep(
-        env.model, env.objective, env.schedules, env.precision)
+    step_module = (
+        env.step
+        if env.step is not None
+        else TrainStep(env.model, env.objective, env.schedules, env.precision)
+    )
     env.model.train()
     for module in env.frozen:
         module.eval()
@@ -150,8 +159,7 @@ def train_one_epoch(
         set_lr(env.optimizer, lr)
         views = _to_device(list(x) if isinstance(x, list | tuple) else [x], env)
         labels = labels.to(env.device, non_blocking=True)
-        ctx: dict[str, Any] = {"labels": labels, "labels_b": None, "lam": 1.0,
-                               "class_weight": None}
+        ctx: dict[str, Any] = {"labels": labels, "labels_b": None, "lam": 1.0, "class_weight": None}
         if env.mixer is not None:
             views[0], _, labels_b, lam = env.mixer(views[0], labels)
             ctx.update(labels_b=labels_b, lam=lam)
@@ -208,8 +216,9 @@ def train_one_epoch(
     seconds = time.perf_counter() - start
     if dist.is_dist():  # one all-reduce: the epoch's sums over every rank's samples
         keys = sorted(sums)
-        packed = torch.tensor([float(sums[k]) for k in keys] + [float(correct), float(n_seen)],
-                              dtype=torch.float64)
+        packed = torch.tensor(
+            [float(sums[k]) for k in keys] + [float(correct), float(n_seen)], dtype=torch.float64
+        )
         packed = dist.all_reduce_sum(packed)
         sums = dict(zip(keys, packed[: len(keys)], strict=True))
         correct, n_seen = packed[-2], int(packed[-1])

@@ -87,10 +87,15 @@ def evaluate_noise(
     results = []
     for sigma in sigmas:
         gen = torch.Generator().manual_seed(seed)
-        acc = evaluate(run.model, noisy(float(sigma), gen), metric, run.device, precision,
-                       cfg.channels_last)
-        results.append({"sigma": float(sigma),
-                        **{k: acc[k] for k in ("top1", "many", "medium", "few", "per_class")}})
+        acc = evaluate(
+            run.model, noisy(float(sigma), gen), metric, run.device, precision, cfg.channels_last
+        )
+        results.append(
+            {
+                "sigma": float(sigma),
+                **{k: acc[k] for k in ("top1", "many", "medium", "few", "per_class")},
+            }
+        )
     return {
         "checkpoint": str(path),
         "epoch": int(state["epoch"]) + 1,
@@ -109,11 +114,15 @@ def format_noise(res: dict[str, Any]) -> str:
     def f(v: Any) -> str:
         return "-" if v is None else f"{v:.2f}"
 
-    lines = [f"\n{res['method']} on {res['dataset']} (imbalance {res['imbalance']:g}, seed "
-             f"{res['seed']}), epoch {res['epoch']}: accuracy under Gaussian noise",
-             f"  noise added to {res['noise']['space']}; noise seed {res['noise']['seed']}",
-             f"  {'sigma':>6} {'top-1':>7} {'many':>7} {'medium':>7} {'few':>7}"]
+    lines = [
+        f"\n{res['method']} on {res['dataset']} (imbalance {res['imbalance']:g}, seed "
+        f"{res['seed']}), epoch {res['epoch']}: accuracy under Gaussian noise",
+        f"  noise added to {res['noise']['space']}; noise seed {res['noise']['seed']}",
+        f"  {'sigma':>6} {'top-1':>7} {'many':>7} {'medium':>7} {'few':>7}",
+    ]
     for r in res["results"]:
-        lines.append(f"  {r['sigma']:>6g} {f(r['top1']):>7} {f(r['many']):>7} "
-                     f"{f(r['medium']):>7} {f(r['few']):>7}")
+        lines.append(
+            f"  {r['sigma']:>6g} {f(r['top1']):>7} {f(r['many']):>7} "
+            f"{f(r['medium']):>7} {f(r['few']):>7}"
+        )
     return "\n".join(lines)

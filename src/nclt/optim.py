@@ -13,7 +13,10 @@ from nclt.methods.schedules import Progress
 
 
 def build_optimizer(
-    modules: list[nn.Module], lr: float, momentum: float, weight_decay: float,
+    modules: list[nn.Module],
+    lr: float,
+    momentum: float,
+    weight_decay: float,
     nesterov: bool = False,
 ) -> torch.optim.SGD:
     """SGD with momentum and weight decay on every trainable parameter (as the papers' code).

@@ -92,38 +92,59 @@ class Published:
 
     @property
     def epoch_basis(self) -> str | None:
-        """"best" / "last" when the paper's basis is known, else None (use the default)."""
+        """ "best" / "last" when the paper's basis is known, else None (use the default)."""
         return "best" if self.reported == "best" else None
 
 
-PAPERS: dict[str, Paper] = {p.key: p for p in (
-    Paper("AllNC", "All-around neural collapse (Zhang et al.)",
-          "papers/allnc-all-around-neural-collapse.md",
-          "ResNet-32, 200 epochs, batch 64, lr 0.01, wd 5e-3, RandAugment, no MixUp (V-B)",
-          "not said (one number per cell)"),
-    Paper("INC", "Inducing neural collapse (Liu et al., ICLR 2023)",
-          "papers/inc-inducing-neural-collapse.md",
-          "ResNet-32, 200 epochs, batch 128, wd 5e-3, MixUp in every own run (4.1.1)",
-          "mean of three seeds for its own rows (4.1.1); the others copied from their papers"),
-    Paper("DisA", "Distribution alignment by optimal transport (Gao et al.)",
-          "papers/disa-distribution-alignment-ot.md",
-          "ResNet-32, 200 epochs, batch 128, wd 2e-4, MixUp in every baseline (5.1)",
-          "mean of three seeds (5.1); * = baseline re-run by DisA with MixUp, CE from Yang et "
-          "al. (2022), the others copied from their papers"),
-    Paper("ARB", "Attraction-repulsion-balanced loss (Xie et al.)",
-          "papers/arb-attraction-repulsion-balanced-loss.md",
-          "ResNet-32, 200 epochs, batch 128, MixUp alpha 1, x0.1 at 160 and 180 (App. C)",
-          "not said; previous methods copied from their papers (5.2)"),
-    Paper("BCL", "Balanced contrastive learning (Zhu et al., CVPR 2022)",
-          "papers/bcl-balanced-contrastive-learning.md",
-          "ResNet-32, 200 epochs, batch 256, wd 5e-4, AutoAugment + Cutout, no MixUp (4.2)",
-          "not said"),
-    Paper("LDAM-DRW", "LDAM-DRW baseline (Cao et al., NeurIPS 2019)",
-          "not in ../shared/papers: as cited by BCL Table 3 (IF 100/50/10) and AllNC Table II "
-          "(IF 200)",
-          "ResNet-32, 200 epochs, batch 128, wd 2e-4, crop + flip, no MixUp, DRW at 160",
-          "best epoch (the LDAM-DRW code reports the best; ERRATA)"),
-)}
+PAPERS: dict[str, Paper] = {
+    p.key: p
+    for p in (
+        Paper(
+            "AllNC",
+            "All-around neural collapse (Zhang et al.)",
+            "papers/allnc-all-around-neural-collapse.md",
+            "ResNet-32, 200 epochs, batch 64, lr 0.01, wd 5e-3, RandAugment, no MixUp (V-B)",
+            "not said (one number per cell)",
+        ),
+        Paper(
+            "INC",
+            "Inducing neural collapse (Liu et al., ICLR 2023)",
+            "papers/inc-inducing-neural-collapse.md",
+            "ResNet-32, 200 epochs, batch 128, wd 5e-3, MixUp in every own run (4.1.1)",
+            "mean of three seeds for its own rows (4.1.1); the others copied from their papers",
+        ),
+        Paper(
+            "DisA",
+            "Distribution alignment by optimal transport (Gao et al.)",
+            "papers/disa-distribution-alignment-ot.md",
+            "ResNet-32, 200 epochs, batch 128, wd 2e-4, MixUp in every baseline (5.1)",
+            "mean of three seeds (5.1); * = baseline re-run by DisA with MixUp, CE from Yang et "
+            "al. (2022), the others copied from their papers",
+        ),
+        Paper(
+            "ARB",
+            "Attraction-repulsion-balanced loss (Xie et al.)",
+            "papers/arb-attraction-repulsion-balanced-loss.md",
+            "ResNet-32, 200 epochs, batch 128, MixUp alpha 1, x0.1 at 160 and 180 (App. C)",
+            "not said; previous methods copied from their papers (5.2)",
+        ),
+        Paper(
+            "BCL",
+            "Balanced contrastive learning (Zhu et al., CVPR 2022)",
+            "papers/bcl-balanced-contrastive-learning.md",
+            "ResNet-32, 200 epochs, batch 256, wd 5e-4, AutoAugment + Cutout, no MixUp (4.2)",
+            "not said",
+        ),
+        Paper(
+            "LDAM-DRW",
+            "LDAM-DRW baseline (Cao et al., NeurIPS 2019)",
+            "not in ../shared/papers: as cited by BCL Table 3 (IF 100/50/10) and AllNC Table II "
+            "(IF 200)",
+            "ResNet-32, 200 epochs, batch 128, wd 2e-4, crop + flip, no MixUp, DRW at 160",
+            "best epoch (the LDAM-DRW code reports the best; ERRATA)",
+        ),
+    )
+}
 
 # paper | table | row | label in the paper | MixUp | IF200 | IF100 | IF50 | IF10 | reported
 # ("-": no number at that factor; "*": re-run by that paper). Checked against ../shared/papers
@@ -203,9 +224,19 @@ def _parse_table(text: str) -> tuple[Published, ...]:
             raise ValueError(f"bad published line: {line!r}")
         for imbalance, value in zip(factors, values, strict=True):
             if value != "-":
-                out.append(Published(paper, table, row, label, imbalance, value,
-                                     mixup == "yes", reported,
-                                     note=_NOTES.get((paper, row), "")))
+                out.append(
+                    Published(
+                        paper,
+                        table,
+                        row,
+                        label,
+                        imbalance,
+                        value,
+                        mixup == "yes",
+                        reported,
+                        note=_NOTES.get((paper, row), ""),
+                    )
+                )
     return tuple(out)
 
 
@@ -217,8 +248,7 @@ def paper_key(name: str) -> str:
     for key in PAPERS:
         if key.lower() == name.strip().lower():
             return key
-    raise NcltError(f"unknown paper {name!r}; known: {', '.join(PAPERS)}."
-                    + closest(name, PAPERS))
+    raise NcltError(f"unknown paper {name!r}; known: {', '.join(PAPERS)}." + closest(name, PAPERS))
 
 
 def published(paper: str | None = None) -> list[Published]:
@@ -269,8 +299,10 @@ def row_dir(results: str | Path, row: str, imbalance: float) -> Path:
 def row_runs(folder: Path) -> list[Path]:
     """Run folders of one row: the folder itself and/or its ``seed<k>/`` folders."""
     runs = [folder] if (folder / "results.json").is_file() else []
-    runs += sorted((p for p in folder.glob("seed*") if (p / "results.json").is_file()),
-                   key=lambda p: (len(p.name), p.name))
+    runs += sorted(
+        (p for p in folder.glob("seed*") if (p / "results.json").is_file()),
+        key=lambda p: (len(p.name), p.name),
+    )
     return runs
 
 
@@ -280,15 +312,19 @@ def train_command(row: str, imbalance: float, seeds: str = "0,1,2") -> str:
     if row in STAGE2_ROWS:
         first, stage = STAGE2_ROWS[row]
         src = f"{out}/{first}/seed<k>"
-        return (f"nclt train --stage2 {stage} --from {src}   # for each seed k of {first}\n"
-                f"nclt reproduce --collect {src}/stage2_{stage} --row {row} "
-                f"--imbalance {imbalance:g}")
+        return (
+            f"nclt train --stage2 {stage} --from {src}   # for each seed k of {first}\n"
+            f"nclt reproduce --collect {src}/stage2_{stage} --row {row} "
+            f"--imbalance {imbalance:g}"
+        )
     extra = ""
     if row in ("allnc", "allnc_pp") and imbalance == 200:  # AllNC Table VI: gamma 2.0 at 200
         extra = f" --set method.args.{'allnc' if row == 'allnc' else 'allnc++'}.gamma=2.0"
-    return (f"nclt train --config configs/cifar10_lt/{row}.yaml --imbalance {imbalance:g} "
-            f"--data-root data --seeds {seeds} --out {out}/{row}{extra}\n"
-            f"nclt reproduce --collect {out}/{row} --row {row} --imbalance {imbalance:g}")
+    return (
+        f"nclt train --config configs/cifar10_lt/{row}.yaml --imbalance {imbalance:g} "
+        f"--data-root data --seeds {seeds} --out {out}/{row}{extra}\n"
+        f"nclt reproduce --collect {out}/{row} --row {row} --imbalance {imbalance:g}"
+    )
 
 
 # ----------------------------------------------------------------------------- measure
@@ -352,8 +388,10 @@ def _check_runs(row: str, imbalance: float, runs: list[RunRecord]) -> list[str]:
         if want["epochs"] and res.get("epochs") not in (None, want["epochs"]):
             problems.append(f"short run ({res.get('epochs')} of {want['epochs']} epochs)")
     # a second stage's init_from names its own first-stage folder: not a setting
-    plain = [RunRecord(r.path, r.results, {k: v for k, v in r.config.items()
-                                           if k != "init_from"}) for r in runs]
+    plain = [
+        RunRecord(r.path, r.results, {k: v for k, v in r.config.items() if k != "init_from"})
+        for r in runs
+    ]
     groups = group_runs(plain)
     if len(groups) > 1:
         problems.append("seeds differ in " + ", ".join(varying_keys(groups)[:4]))
@@ -380,7 +418,8 @@ def measure(results: str | Path) -> dict[tuple[str, float], Measured]:
                 continue
             runs = [load_run(p) for p in paths]
             found[(folder.name, imbalance)] = Measured(
-                folder.name, imbalance, runs, _check_runs(folder.name, imbalance, runs))
+                folder.name, imbalance, runs, _check_runs(folder.name, imbalance, runs)
+            )
     return found
 
 
@@ -405,24 +444,36 @@ def jpeg_offsets(found: dict[tuple[str, float], Measured], basis: str) -> dict[f
         m = found.get((CE_ROW, imbalance))
         mean, _, n = m.top1(basis) if m else (None, None, 0)
         if mean is not None:
-            measured[imbalance] = (paper - mean, f"{paper:g} (CE without MixUp; {source}) - "
-                                   f"{mean:.2f} (ours, `{CE_ROW}`, {basis}-epoch mean of {n} "
-                                   f"seed{'s' if n != 1 else ''})")
+            measured[imbalance] = (
+                paper - mean,
+                f"{paper:g} (CE without MixUp; {source}) - "
+                f"{mean:.2f} (ours, `{CE_ROW}`, {basis}-epoch mean of {n} "
+                f"seed{'s' if n != 1 else ''})",
+            )
     out = {}
     for imbalance in IF_ORDER:
         if imbalance in measured:
             value, how = measured[imbalance]
             used = max(value, 0.0)
             note = "" if value >= 0 else " (ours is above the paper: taken as 0)"
-            out[imbalance] = Offset(imbalance, value, used,
-                                    f"IF {imbalance:g}: {how} = {value:+.2f} points{note}")
+            out[imbalance] = Offset(
+                imbalance, value, used, f"IF {imbalance:g}: {how} = {value:+.2f} points{note}"
+            )
         elif 100.0 in measured:
             used = max(measured[100.0][0], 0.0)
-            out[imbalance] = Offset(imbalance, None, used, f"IF {imbalance:g}: no `{CE_ROW}` "
-                                    f"run; the IF 100 offset ({used:.2f}) is used")
+            out[imbalance] = Offset(
+                imbalance,
+                None,
+                used,
+                f"IF {imbalance:g}: no `{CE_ROW}` run; the IF 100 offset ({used:.2f}) is used",
+            )
         else:
-            out[imbalance] = Offset(imbalance, None, 0.0, f"IF {imbalance:g}: no `{CE_ROW}` "
-                                    "run; offset unknown, taken as 0")
+            out[imbalance] = Offset(
+                imbalance,
+                None,
+                0.0,
+                f"IF {imbalance:g}: no `{CE_ROW}` run; offset unknown, taken as 0",
+            )
     return out
 
 
@@ -474,13 +525,19 @@ class Line:
         if self.flagged:
             parts.append("**needs investigation**")
         ref = CE_REFERENCE.get(self.pub.imbalance)
-        if (self.pub.row == CE_ROW and ref and self.pub.top1 == ref[0]
-                and self.offset.value is not None):
+        if (
+            self.pub.row == CE_ROW
+            and ref
+            and self.pub.top1 == ref[0]
+            and self.offset.value is not None
+        ):
             parts.append("offset reference")
         ours_mixup = self.measured.mixup
         if ours_mixup is not None and ours_mixup != self.pub.mixup:
-            parts.append(f"MixUp: paper {'yes' if self.pub.mixup else 'no'}, "
-                         f"ours {'yes' if ours_mixup else 'no'}")
+            parts.append(
+                f"MixUp: paper {'yes' if self.pub.mixup else 'no'}, "
+                f"ours {'yes' if ours_mixup else 'no'}"
+            )
         parts += self.measured.problems
         return "; ".join(parts) or "ok"
 
@@ -489,10 +546,13 @@ class Line:
         best, last = (m.top1("best"), m.top1("last")) if m else ((None, None, 0),) * 2
         d = self.delta
         return [
-            f"`{self.pub.row}`", self.pub.label, f"{self.pub.imbalance:g}",
-            "yes" if self.pub.mixup else "no", self.pub.text + ("" if self.pub.reported != "best"
-                                                               else " (best)"),
-            _pm(best[0], best[1]), _pm(last[0], last[1]),
+            f"`{self.pub.row}`",
+            self.pub.label,
+            f"{self.pub.imbalance:g}",
+            "yes" if self.pub.mixup else "no",
+            self.pub.text + ("" if self.pub.reported != "best" else " (best)"),
+            _pm(best[0], best[1]),
+            _pm(last[0], last[1]),
             "-" if d is None else f"{d:+.2f}",
             "-" if d is None else f"{d + self.offset.used:+.2f}",
             str(len(m.runs)) if m else "0",
@@ -501,8 +561,20 @@ class Line:
         ]
 
 
-HEADER = ["row", "paper's row", "IF", "MixUp", "paper", "ours best", "ours last", "Δ",
-          "Δ + offset", "seeds", "train / wall time", "status"]
+HEADER = [
+    "row",
+    "paper's row",
+    "IF",
+    "MixUp",
+    "paper",
+    "ours best",
+    "ours last",
+    "Δ",
+    "Δ + offset",
+    "seeds",
+    "train / wall time",
+    "status",
+]
 
 
 def _markdown_table(header: list[str], rows: list[list[str]]) -> str:
@@ -528,8 +600,12 @@ class Report:
     @property
     def missing(self) -> list[tuple[str, float]]:
         """(row, IF) with a published number and no run, IF 100 first, without repeats."""
-        seen = dict.fromkeys((ln.pub.row, ln.pub.imbalance) for p in self.papers
-                             for ln in self.lines[p] if ln.measured is None)
+        seen = dict.fromkeys(
+            (ln.pub.row, ln.pub.imbalance)
+            for p in self.papers
+            for ln in self.lines[p]
+            if ln.measured is None
+        )
         return list(seen)
 
     @property
@@ -540,39 +616,52 @@ class Report:
     def unpublished(self) -> list[tuple[str, float]]:
         """Rows we have that no paper publishes at that factor."""
         pub = {(p.row, p.imbalance) for p in PUBLISHED}
-        return sorted((k for k in self.found if k not in pub),
-                      key=lambda k: (IF_ORDER.index(k[1]) if k[1] in IF_ORDER else 99, k[0]))
+        return sorted(
+            (k for k in self.found if k not in pub),
+            key=lambda k: (IF_ORDER.index(k[1]) if k[1] in IF_ORDER else 99, k[0]),
+        )
 
     def render(self) -> str:
         """The whole report as Markdown (printed as is, and written by ``--markdown``)."""
         out = []
         measured_any = any(o.value is not None for o in self.offsets.values())
-        out.append("**JPEG offset** (this CIFAR-10 copy is JPEG re-encoded at quality 75; "
-                   "offset = paper's CE without MixUp - our `ce`, estimated per imbalance "
-                   "factor):")
+        out.append(
+            "**JPEG offset** (this CIFAR-10 copy is JPEG re-encoded at quality 75; "
+            "offset = paper's CE without MixUp - our `ce`, estimated per imbalance "
+            "factor):"
+        )
         out.append("")
         if measured_any:
             out += [f"- {self.offsets[f].text}" for f in IF_ORDER]
         else:
-            out.append(f"- not measured yet: no `{CE_ROW}` run in results/. Until there is one "
-                       "the offset is taken as 0, so a row is flagged when it falls short of "
-                       "the paper by more than 1 point.")
+            out.append(
+                f"- not measured yet: no `{CE_ROW}` run in results/. Until there is one "
+                "the offset is taken as 0, so a row is flagged when it falls short of "
+                "the paper by more than 1 point."
+            )
         out.append("")
-        out.append(f"Δ = ours - paper, where ours is the **{self.basis}-epoch** top-1, mean over "
-                   "our seeds (± sample std), except where the paper's basis is known (marked "
-                   "\"(best)\" after the paper's number: LDAM-DRW's code reports the best epoch). "
-                   "Δ + offset adds the JPEG offset back; a row **needs investigation** when "
-                   f"Δ + offset < -{TOLERANCE:g}, i.e. it falls short of the paper by more than "
-                   "the offset plus one point. Time: mean per run of the training steps "
-                   "(results.json `seconds`) / the whole run (`wall_seconds`: with the "
-                   "per-epoch evaluation; the last part only of a resumed run); a second "
-                   "stage counts its own stage only.")
+        out.append(
+            f"Δ = ours - paper, where ours is the **{self.basis}-epoch** top-1, mean over "
+            "our seeds (± sample std), except where the paper's basis is known (marked "
+            "\"(best)\" after the paper's number: LDAM-DRW's code reports the best epoch). "
+            "Δ + offset adds the JPEG offset back; a row **needs investigation** when "
+            f"Δ + offset < -{TOLERANCE:g}, i.e. it falls short of the paper by more than "
+            "the offset plus one point. Time: mean per run of the training steps "
+            "(results.json `seconds`) / the whole run (`wall_seconds`: with the "
+            "per-epoch evaluation; the last part only of a resumed run); a second "
+            "stage counts its own stage only."
+        )
         for key in self.papers:
             paper = PAPERS[key]
             tables = ", ".join(dict.fromkeys(ln.pub.table for ln in self.lines[key]))
-            out += ["", f"### {key}: {paper.title}", "",
-                    f"Source: {tables} ({paper.source}). Protocol: {paper.protocol}. "
-                    f"Reported: {paper.reported}.", ""]
+            out += [
+                "",
+                f"### {key}: {paper.title}",
+                "",
+                f"Source: {tables} ({paper.source}). Protocol: {paper.protocol}. "
+                f"Reported: {paper.reported}.",
+                "",
+            ]
             rows = [ln.cells() for ln in self.lines[key]]
             notes = [f"`{ln.pub.row}`: {ln.pub.note}" for ln in self.lines[key] if ln.pub.note]
             out.append(_markdown_table(HEADER, rows))
@@ -583,8 +672,9 @@ class Report:
         if not missing:
             out.append("None: every published row has at least one run.")
         else:
-            out.append(f"{len(missing)} (row, IF) pairs with a published number have no run in "
-                       "results/:")
+            out.append(
+                f"{len(missing)} (row, IF) pairs with a published number have no run in results/:"
+            )
             out.append("")
             for f in IF_ORDER:
                 rows_f = [r for r, i in missing if i == f]
@@ -593,29 +683,42 @@ class Report:
         flagged = self.flagged
         out += ["", "### Needs investigation", ""]
         if flagged:
-            out += [f"- `{ln.pub.row}` IF {ln.pub.imbalance:g} vs {ln.pub.paper} "
-                    f"({ln.pub.table}: {ln.pub.text}): Δ {ln.delta:+.2f}, Δ + offset "
-                    f"{ln.delta + ln.offset.used:+.2f}" for ln in flagged]
+            out += [
+                f"- `{ln.pub.row}` IF {ln.pub.imbalance:g} vs {ln.pub.paper} "
+                f"({ln.pub.table}: {ln.pub.text}): Δ {ln.delta:+.2f}, Δ + offset "
+                f"{ln.delta + ln.offset.used:+.2f}"
+                for ln in flagged
+            ]
             out.append("")
-            out.append("Each needs a note in \"Notes on gaps\" below.")
+            out.append('Each needs a note in "Notes on gaps" below.')
         else:
             out.append("None so far.")
         extra = self.unpublished
         if extra:
-            out += ["", "Runs without a published number in these tables: "
-                    + ", ".join(f"`{r}` IF {i:g}" for r, i in extra) + "."]
+            out += [
+                "",
+                "Runs without a published number in these tables: "
+                + ", ".join(f"`{r}` IF {i:g}" for r, i in extra)
+                + ".",
+            ]
         return "\n".join(out) + "\n"
 
 
 def commands(missing: list[tuple[str, float]], seeds: str = "0,1,2") -> str:
     """The commands that produce and collect each missing (row, IF), first stages first."""
     order = sorted(missing, key=lambda k: (k[0] in STAGE2_ROWS,))
-    return "\n\n".join(f"# {row} at IF {imbalance:g}\n{train_command(row, imbalance, seeds)}"
-                       for row, imbalance in order) + "\n"
+    return (
+        "\n\n".join(
+            f"# {row} at IF {imbalance:g}\n{train_command(row, imbalance, seeds)}"
+            for row, imbalance in order
+        )
+        + "\n"
+    )
 
 
-def build_report(results: str | Path = "results", paper: str | None = None,
-                 basis: str = "best") -> Report:
+def build_report(
+    results: str | Path = "results", paper: str | None = None, basis: str = "best"
+) -> Report:
     """Read results/ and line our runs up against the published numbers."""
     if basis not in ("best", "last"):
         raise NcltError(f"--basis {basis!r}: expected best or last")
@@ -625,8 +728,10 @@ def build_report(results: str | Path = "results", paper: str | None = None,
     lines: dict[str, list[Line]] = {}
     for key in papers:
         entries = sorted(published(key), key=lambda p: IF_ORDER.index(p.imbalance))
-        lines[key] = [Line(p, found.get((p.row, p.imbalance)), p.epoch_basis or basis,
-                           offsets[p.imbalance]) for p in entries]
+        lines[key] = [
+            Line(p, found.get((p.row, p.imbalance)), p.epoch_basis or basis, offsets[p.imbalance])
+            for p in entries
+        ]
     return Report(Path(results), basis, papers, lines, offsets, found)
 
 
@@ -638,12 +743,17 @@ def write_markdown(doc: str | Path, block: str) -> bool:
     text = doc.read_text()
     start, end = text.find(MARK_START), text.find(MARK_END)
     if start < 0 or end < start:
-        raise NcltError(f"{doc}: needs the markers {MARK_START} and {MARK_END} (in that "
-                        "order) around the generated tables")
-    note = ("<!-- generated by `nclt reproduce --markdown` from results/: do not edit by hand, "
-            "edit results/ or src/nclt/reproduce.py and regenerate -->")
-    new = (text[:start] + MARK_START + "\n" + note + "\n\n" + block.rstrip("\n") + "\n\n"
-           + text[end:])
+        raise NcltError(
+            f"{doc}: needs the markers {MARK_START} and {MARK_END} (in that "
+            "order) around the generated tables"
+        )
+    note = (
+        "<!-- generated by `nclt reproduce --markdown` from results/: do not edit by hand, "
+        "edit results/ or src/nclt/reproduce.py and regenerate -->"
+    )
+    new = (
+        text[:start] + MARK_START + "\n" + note + "\n\n" + block.rstrip("\n") + "\n\n" + text[end:]
+    )
     if new == text:
         return False
     doc.write_text(new)
@@ -665,13 +775,19 @@ def _source_runs(run_dir: Path) -> list[Path]:
         return [run_dir]
     runs = row_runs(run_dir)
     if not runs:
-        raise NcltError(f"{run_dir}: no results.json in it nor in seed*/ below it (a finished "
-                        "nclt run?)")
+        raise NcltError(
+            f"{run_dir}: no results.json in it nor in seed*/ below it (a finished nclt run?)"
+        )
     return runs
 
 
-def collect(run_dir: str | Path, row: str, imbalance: float, results: str | Path = "results",
-            force: bool = False) -> list[Path]:
+def collect(
+    run_dir: str | Path,
+    row: str,
+    imbalance: float,
+    results: str | Path = "results",
+    force: bool = False,
+) -> list[Path]:
     """Copy results.json, metrics.csv and config.yaml of a finished run (or of each
     ``seed<k>/`` run below ``run_dir``) into ``results/cifar10_lt/IF<factor>/<row>/``.
 
@@ -687,42 +803,46 @@ def collect(run_dir: str | Path, row: str, imbalance: float, results: str | Path
     run_dir = Path(run_dir)
     rows = known_rows()
     if row not in rows:
-        raise NcltError(f"--row {row!r}: not a row of configs/cifar10_lt or a second stage "
-                        f"({', '.join(STAGE2_ROWS)}).{closest(row, rows)}")
+        raise NcltError(
+            f"--row {row!r}: not a row of configs/cifar10_lt or a second stage "
+            f"({', '.join(STAGE2_ROWS)}).{closest(row, rows)}"
+        )
     sources = _source_runs(run_dir)
     want = expected_run(row)
     incoming: dict[str, Path] = {}
     for src in sources:
         lacking = [f for f in RUN_FILES if not (src / f).is_file()]
         if lacking:
-            raise NcltError(f"{src}: {', '.join(lacking)} missing (a finished nclt run has "
-                            "all of results.json, metrics.csv, config.yaml)")
+            raise NcltError(
+                f"{src}: {', '.join(lacking)} missing (a finished nclt run has "
+                "all of results.json, metrics.csv, config.yaml)"
+            )
         res = _read_results(src)
         if res.get("dataset") != DATASET:
             raise NcltError(f"{src}: a {res.get('dataset')} run; results/ holds CIFAR-10-LT")
         if res.get("imbalance") is None or float(res["imbalance"]) != float(imbalance):
-            raise NcltError(f"{src}: trained at imbalance {res.get('imbalance')}, not "
-                            f"{imbalance:g}")
+            raise NcltError(
+                f"{src}: trained at imbalance {res.get('imbalance')}, not {imbalance:g}"
+            )
         if want["method"] and res.get("method") != want["method"]:
             hint = ""
             if row in STAGE2_ROWS:
                 hint = f" (the second stage is in RUN_DIR/stage2_{STAGE2_ROWS[row][1]})"
-            raise NcltError(f"{src} is a {res.get('method')} run; row {row} needs a "
-                            f"{want['method']} run{hint}")
+            raise NcltError(
+                f"{src} is a {res.get('method')} run; row {row} needs a {want['method']} run{hint}"
+            )
         seed = str(res.get("seed"))
         if seed in incoming:
             raise NcltError(f"{incoming[seed]} and {src} are both seed {seed}")
         incoming[seed] = src
 
     dest = row_dir(results, row, imbalance)
-    top_seed = str(_read_results(dest).get("seed")) if (dest / "results.json").is_file() \
-        else None
+    top_seed = str(_read_results(dest).get("seed")) if (dest / "results.json").is_file() else None
     seed_dirs = {p.name[4:] for p in dest.glob("seed*") if (p / "results.json").is_file()}
     existing = seed_dirs | ({top_seed} if top_seed is not None else set())
     clash = sorted(set(incoming) & existing)
     if clash and not force:
-        raise NcltError(f"{dest} already holds seed {', '.join(clash)}; pass --force to "
-                        "replace it")
+        raise NcltError(f"{dest} already holds seed {', '.join(clash)}; pass --force to replace it")
     seeds_after = existing | set(incoming)
     # one run and no seed folder: the row folder itself holds it
     flat = len(seeds_after) == 1 and not seed_dirs

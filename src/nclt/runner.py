@@ -121,8 +121,13 @@ def build_datasets(cfg: TrainConfig, train_views: list[str]) -> tuple[Any, Any, 
     """(train with the method's views, test, train without augmentation) for ``cfg.data``."""
     d = cfg.data
     common = dict(
-        root=d.root, imbalance=d.imbalance, profile=d.profile, reverse=d.reverse,
-        subset_seed=d.subset_seed, download=d.download, train_list=d.train_list,
+        root=d.root,
+        imbalance=d.imbalance,
+        profile=d.profile,
+        reverse=d.reverse,
+        subset_seed=d.subset_seed,
+        download=d.download,
+        train_list=d.train_list,
         test_list=d.test_list,
     )
     views = [make_view(v, d.dataset) for v in train_views]
@@ -147,11 +152,16 @@ def build_run(cfg: TrainConfig) -> Run:
     backbone = BACKBONES.build(cfg.model.arch, **bb_kwargs)
     ctx = BuildContext(counts, train_set.num_classes, backbone.feature_dim, cfg.epochs)
     method = build_method(cfg.method.name, cfg.method.args, ctx)
-    head_kwargs = {"bias": cfg.model.head_bias, "scale": cfg.model.head_scale,
-                   **method.head_args}  # a method's head_args (BCL's scale 30) win
+    head_kwargs = {
+        "bias": cfg.model.head_bias,
+        "scale": cfg.model.head_scale,
+        **method.head_args,
+    }  # a method's head_args (BCL's scale 30) win
     head = HEADS.build(
-        method.head or cfg.model.head, feature_dim=backbone.feature_dim,
-        num_classes=train_set.num_classes, **head_kwargs,
+        method.head or cfg.model.head,
+        feature_dim=backbone.feature_dim,
+        num_classes=train_set.num_classes,
+        **head_kwargs,
     )
     if method.views:  # multi-view methods (BCL, AllNC) choose their own views
         if len(method.views) > 1 and (cfg.mixup_alpha > 0 or cfg.cutmix_alpha > 0):
@@ -192,8 +202,9 @@ def build_run(cfg: TrainConfig) -> Run:
     return run
 
 
-def load_run(path: str | Path, data_root: str | None = None,
-             device: str | None = None) -> tuple[Run, dict[str, Any]]:
+def load_run(
+    path: str | Path, data_root: str | None = None, device: str | None = None
+) -> tuple[Run, dict[str, Any]]:
     """Rebuild the run a checkpoint came from and load its weights: (run, checkpoint state).
 
     ``data_root`` and ``device`` replace the checkpoint's own when given (the data may live
@@ -240,9 +251,12 @@ def init_from_checkpoint(run: Run, path: str) -> None:
         )
     # a second stage keeps the backbone (and the head unless it re-initialises it); the first
     # stage's projection / prediction heads (BCL, AllNC) have no role in it
-    weights = {k: v for k, v in state["model"].items()
-               if not (run.method.reinit_head and k.startswith("head."))
-               and not k.startswith("extra_heads.")}
+    weights = {
+        k: v
+        for k, v in state["model"].items()
+        if not (run.method.reinit_head and k.startswith("head."))
+        and not k.startswith("extra_heads.")
+    }
     missing, unexpected = run.model.load_state_dict(weights, strict=False)
     missing = [k for k in missing if not k.startswith("head.") and not k.startswith("extra_heads.")]
     if missing or unexpected:
@@ -256,8 +270,14 @@ def init_from_checkpoint(run: Run, path: str) -> None:
             p.requires_grad_(any(name.startswith(pre) for pre in prefixes))
 
 
-def make_loader(ds: Dataset, cfg: TrainConfig, train: bool, sampler: Any, gen: torch.Generator,
-            device: torch.device) -> DataLoader:
+def make_loader(
+    ds: Dataset,
+    cfg: TrainConfig,
+    train: bool,
+    sampler: Any,
+    gen: torch.Generator,
+    device: torch.device,
+) -> DataLoader:
     d = cfg.data
     # data.batch_size is the global batch: each of the N processes takes batch_size / N
     # (docs/DISTRIBUTED.md); test_batch_size is per process (memory only).
@@ -282,8 +302,13 @@ def make_loader(ds: Dataset, cfg: TrainConfig, train: bool, sampler: Any, gen: t
     )
 
 
-def _checkpoint_state(run: Run, optimizer: torch.optim.Optimizer | None, epoch: int,
-                      best: dict[str, Any], history: list[dict[str, Any]]) -> dict[str, Any]:
+def _checkpoint_state(
+    run: Run,
+    optimizer: torch.optim.Optimizer | None,
+    epoch: int,
+    best: dict[str, Any],
+    history: list[dict[str, Any]],
+) -> dict[str, Any]:
     return {
         "format": ckpt.FORMAT_VERSION,
         "epoch": epoch,  # 0-based index of the last finished epoch
@@ -304,8 +329,11 @@ def _checkpoint_state(run: Run, optimizer: torch.optim.Optimizer | None, epoch: 
 
 def check_compatible(state: dict[str, Any], run: Run) -> None:
     """A checkpoint of another method, model or dataset is refused with the difference named."""
-    for key, mine in (("method", run.method.name), ("arch", run.cfg.model.arch),
-                      ("num_classes", int(run.train_set.num_classes))):
+    for key, mine in (
+        ("method", run.method.name),
+        ("arch", run.cfg.model.arch),
+        ("num_classes", int(run.train_set.num_classes)),
+    ):
         if state.get(key) != mine:
             raise CheckpointError(
                 f"checkpoint was written for {key}={state.get(key)!r}, this run has {mine!r}"
@@ -325,9 +353,13 @@ def check_compatible(state: dict[str, Any], run: Run) -> None:
     mine_sd, theirs_sd = run.model.state_dict(), state.get("model") or {}
     wrong = [f"missing {k}" for k in mine_sd if k not in theirs_sd]
     wrong += [f"unexpected {k}" for k in theirs_sd if k not in mine_sd]
-    wrong += [f"{k} is {tuple(theirs_sd[k].shape)}, not {tuple(v.shape)}" for k, v in
-              mine_sd.items() if k in theirs_sd and getattr(theirs_sd[k], "shape", None)
-              is not None and tuple(theirs_sd[k].shape) != tuple(v.shape)]
+    wrong += [
+        f"{k} is {tuple(theirs_sd[k].shape)}, not {tuple(v.shape)}"
+        for k, v in mine_sd.items()
+        if k in theirs_sd
+        and getattr(theirs_sd[k], "shape", None) is not None
+        and tuple(theirs_sd[k].shape) != tuple(v.shape)
+    ]
     if wrong:
         raise CheckpointError(
             "the checkpoint's weights do not fit the model its config builds ("
@@ -354,27 +386,42 @@ def build_training(run: Run) -> TrainSetup:
     precision = Precision.of(cfg.precision, run.device)
     if cfg.precision == "fp16" and run.device.type != "cuda":
         raise ConfigError("precision fp16 needs CUDA; use bf16 or fp32 on the CPU")
-    trains = any(p.requires_grad for m in (run.model, run.method.objective)
-                 for p in m.parameters())
+    trains = any(p.requires_grad for m in (run.model, run.method.objective) for p in m.parameters())
     if not trains and cfg.epochs > 0:
         raise ConfigError(f"{run.method.name} trains no parameter: set epochs to 0")
-    optimizer = build_optimizer(
-        [run.model, run.method.objective], cfg.optim.lr, cfg.optim.momentum,
-        cfg.optim.weight_decay, cfg.optim.nesterov,
-    ) if trains else None
+    optimizer = (
+        build_optimizer(
+            [run.model, run.method.objective],
+            cfg.optim.lr,
+            cfg.optim.momentum,
+            cfg.optim.weight_decay,
+            cfg.optim.nesterov,
+        )
+        if trains
+        else None
+    )
     o = cfg.optim
     lr_at = LRSchedule(o.lr, o.schedule, tuple(o.milestones), o.gamma, o.warmup_epochs, o.min_lr)
     sampler_kind = run.method.sampler or cfg.data.sampler
     sampler = build_sampler(
-        sampler_kind, list(run.train_set.targets), seed=cfg.seed,
-        num_replicas=dist.world_size(), rank=dist.rank(),
+        sampler_kind,
+        list(run.train_set.targets),
+        seed=cfg.seed,
+        num_replicas=dist.world_size(),
+        rank=dist.rank(),
     )
     gen = torch.Generator()
     train_loader = make_loader(run.train_set, cfg, True, sampler, gen, run.device)
     env = TrainEnv(
-        model=run.model, objective=run.method.objective, optimizer=optimizer, lr_at=lr_at,
-        schedules=run.method.schedules, device=run.device, precision=precision,
-        channels_last=cfg.channels_last, on_nonfinite=cfg.on_nonfinite,
+        model=run.model,
+        objective=run.method.objective,
+        optimizer=optimizer,
+        lr_at=lr_at,
+        schedules=run.method.schedules,
+        device=run.device,
+        precision=precision,
+        channels_last=cfg.channels_last,
+        on_nonfinite=cfg.on_nonfinite,
         post_step=list(run.method.post_step),
         frozen=[run.model.backbone] if _backbone_frozen(run) else [],
     )
@@ -382,8 +429,9 @@ def build_training(run: Run) -> TrainSetup:
     if cfg.data.batch_augment:
         env.batch_transform = BatchCropFlip(padding=4, generator=batch_gen)
     if cfg.mixup_alpha > 0 or cfg.cutmix_alpha > 0:
-        kind, alpha = ("cutmix", cfg.cutmix_alpha) if cfg.cutmix_alpha > 0 else (
-            "mixup", cfg.mixup_alpha)
+        kind, alpha = (
+            ("cutmix", cfg.cutmix_alpha) if cfg.cutmix_alpha > 0 else ("mixup", cfg.mixup_alpha)
+        )
 
         def mixer(x: torch.Tensor, y: torch.Tensor) -> tuple:
             xf = x.float().div_(255.0) if x.dtype == torch.uint8 else x
@@ -394,7 +442,8 @@ def build_training(run: Run) -> TrainSetup:
         find_unused = _weights_vanish(run.method, cfg.epochs, len(train_loader))
         env.step = dist.wrap_ddp(
             TrainStep(run.model, run.method.objective, env.schedules, precision),
-            find_unused=find_unused, static_graph=not find_unused,
+            find_unused=find_unused,
+            static_graph=not find_unused,
         )
     return TrainSetup(env, optimizer, sampler, gen, batch_gen, train_loader)
 
@@ -461,8 +510,10 @@ def _train(cfg: TrainConfig, resume: bool, stop: StopOnSignal) -> dict[str, Any]
     metrics_csv = writer = None
     if main:
         out.mkdir(parents=True, exist_ok=True)
-        write_yaml(out / "config.yaml", {**to_dict(cfg), "environment": environment(),
-                                          "resolved_method_args": run.method.args})
+        write_yaml(
+            out / "config.yaml",
+            {**to_dict(cfg), "environment": environment(), "resolved_method_args": run.method.args},
+        )
         metrics_csv = MetricsCSV(out / "metrics.csv")
         if resume:
             metrics_csv.truncate_after(start_epoch)  # 1-based epochs in the file
@@ -484,16 +535,20 @@ def _train(cfg: TrainConfig, resume: bool, stop: StopOnSignal) -> dict[str, Any]
         tracker = nc_tracker.start(epoch) if nc_tracker else None
         bar = _progress(cfg, epoch, steps_per_epoch, history)
         stats = train_one_epoch(
-            env, stop.batches(train_loader, resume_hint(out, epoch, cfg.epochs)), epoch,
-            cfg.epochs, steps_per_epoch,
+            env,
+            stop.batches(train_loader, resume_hint(out, epoch, cfg.epochs)),
+            epoch,
+            cfg.epochs,
+            steps_per_epoch,
             on_step=(lambda step, info, bar=bar: _bar_update(bar, info)) if bar else None,
         )
         if bar is not None:
             bar.close()
         dist.sync_buffers(run.model)  # one model on every rank for evaluation and last.pt
         if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
-            test = evaluate(run.model, test_loader, metric, run.device, precision,
-                            cfg.channels_last)
+            test = evaluate(
+                run.model, test_loader, metric, run.device, precision, cfg.channels_last
+            )
             last_test = test
         row = {"epoch": epoch + 1, **stats, "images": stats["images_per_second"] * stats["seconds"]}
         if tracker is not None:
@@ -504,11 +559,14 @@ def _train(cfg: TrainConfig, resume: bool, stop: StopOnSignal) -> dict[str, Any]
         if grad_probe is not None:
             row.update(grad_probe.finish())
         if test:
-            row.update(test_top1=test["top1"], many=test["many"], medium=test["medium"],
-                       few=test["few"])
+            row.update(
+                test_top1=test["top1"], many=test["many"], medium=test["medium"], few=test["few"]
+            )
             if test["top1"] > best["top1"]:
-                best = {"epoch": epoch + 1, **{k: test[k] for k in
-                                               ("top1", "many", "medium", "few", "per_class")}}
+                best = {
+                    "epoch": epoch + 1,
+                    **{k: test[k] for k in ("top1", "many", "medium", "few", "per_class")},
+                }
         history.append({k: v for k, v in row.items() if isinstance(v, int | float)})
         if main:
             assert metrics_csv is not None
@@ -554,9 +612,22 @@ def _train(cfg: TrainConfig, resume: bool, stop: StopOnSignal) -> dict[str, Any]
     return results
 
 
-NC_LOGGED = ("nc1", "equinorm_means", "equiangular_means", "maxangle_means", "equinorm_w",
-             "equiangular_w", "maxangle_w", "self_duality", "trace_sw", "trace_sb", "trace_st",
-             "B_D", "B_A", "B_L")
+NC_LOGGED = (
+    "nc1",
+    "equinorm_means",
+    "equiangular_means",
+    "maxangle_means",
+    "equinorm_w",
+    "equiangular_w",
+    "maxangle_w",
+    "self_duality",
+    "trace_sw",
+    "trace_sb",
+    "trace_st",
+    "B_D",
+    "B_A",
+    "B_L",
+)
 
 
 class GradProbe:
@@ -583,8 +654,9 @@ class GradProbe:
         grad = ctx["logits"].grad
         if grad is None:
             return
-        per_class = class_gradient_components(grad.detach(), ctx["features"].detach(), labels,
-                                              self.c, self.k)
+        per_class = class_gradient_components(
+            grad.detach(), ctx["features"].detach(), labels, self.c, self.k
+        )
         # under DDP: the global batch's components (the ranks' sums, averaged as DDP averages
         # the gradient), one (K, D) all-reduce per step while the probe is on
         per_class = dist.all_reduce_sum(per_class) / dist.world_size()
@@ -623,8 +695,11 @@ class NCTracker:
             return None
         run = self.run
         self.acc = CollapseAccumulator(
-            run.train_set.num_classes, run.model.feature_dim, group_counts=run.class_counts,
-            group_rule=run.cfg.data.group_rule, device=run.device,
+            run.train_set.num_classes,
+            run.model.feature_dim,
+            group_counts=run.class_counts,
+            group_rule=run.cfg.data.group_rule,
+            device=run.device,
         )
         self.nc4 = NC4Accumulator(self.prev_means) if self.prev_means is not None else None
         if self.env.mixer is None:
@@ -642,11 +717,13 @@ class NCTracker:
         assert self.acc is not None
         if self.env.mixer is not None:  # features of mixed images are no class's features
             run = self.run
-            loader = make_loader(run.train_eval_set, run.cfg, False, None, torch.Generator(),
-                             run.device)
+            loader = make_loader(
+                run.train_eval_set, run.cfg, False, None, torch.Generator(), run.device
+            )
             prec = self.env.precision
-            for feats, logits, labels in predict(run.model, loader, run.device, prec,
-                                                 run.cfg.channels_last):
+            for feats, logits, labels in predict(
+                run.model, loader, run.device, prec, run.cfg.channels_last
+            ):
                 self._update({"features": feats, "logits": logits}, labels)
         self.acc.all_reduce()  # one collective; compute and class_means reuse the sums
         nc = self.acc.compute(head_weight=head_weight)
@@ -668,7 +745,9 @@ def _backbone_frozen(run: Run) -> bool:
 
 
 def final_metrics(
-    run: Run, precision: Precision, test_loader: DataLoader | None = None,
+    run: Run,
+    precision: Precision,
+    test_loader: DataLoader | None = None,
     test: dict[str, Any] | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Test accuracy, and neural-collapse metrics on the un-augmented training features.
@@ -679,16 +758,16 @@ def final_metrics(
     cfg = run.cfg
     if test is None:
         if test_loader is None:
-            test_loader = make_loader(run.test_set, cfg, False, None, torch.Generator(),
-                                      run.device)
-        metric = LongTailAccuracy(run.train_set.num_classes, run.class_counts,
-                                  cfg.data.group_rule)
+            test_loader = make_loader(run.test_set, cfg, False, None, torch.Generator(), run.device)
+        metric = LongTailAccuracy(run.train_set.num_classes, run.class_counts, cfg.data.group_rule)
         test = evaluate(run.model, test_loader, metric, run.device, precision, cfg.channels_last)
     loader = make_loader(run.train_eval_set, cfg, False, None, torch.Generator(), run.device)
     nc = collapse_metrics_from_loader(
         predict(run.model, loader, run.device, precision, cfg.channels_last),
-        num_classes=run.train_set.num_classes, head_weight=run.model.head.weight.detach(),
-        class_counts=run.class_counts, group_rule=cfg.data.group_rule,
+        num_classes=run.train_set.num_classes,
+        head_weight=run.model.head.weight.detach(),
+        class_counts=run.class_counts,
+        group_rule=cfg.data.group_rule,
     )
     return test, nc
 
@@ -715,8 +794,13 @@ def _progress(cfg: TrainConfig, epoch: int, steps: int, history: list[dict[str, 
         return None  # logs and CI get one line per epoch instead of a redrawn bar
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False,
-               dynamic_ncols=True, mininterval=1.0)
+    bar = tqdm(
+        total=steps,
+        desc=f"epoch {epoch + 1}/{cfg.epochs}",
+        leave=False,
+        dynamic_ncols=True,
+        mininterval=1.0,
+    )
     done = [h["seconds"] for h in history[-5:]]
     if done:
         left = (cfg.epochs - epoch) * sum(done) / len(done)
@@ -737,5 +821,7 @@ def _hms(seconds: float) -> str:
 
 def _epoch_line(row: dict[str, Any], epochs: int) -> str:
     test = f" test {row['test_top1']:.2f}" if "test_top1" in row else ""
-    return (f"epoch {row['epoch']}/{epochs} loss {row['loss']:.4f} train {row['train_top1']:.2f}"
-            f"{test} lr {row['lr']:.4g} {row['images_per_second']:.0f} img/s")
+    return (
+        f"epoch {row['epoch']}/{epochs} loss {row['loss']:.4f} train {row['train_top1']:.2f}"
+        f"{test} lr {row['lr']:.4g} {row['images_per_second']:.0f} img/s"
+    )

@@ -28,9 +28,21 @@ def test_probe_logs_one_column_per_class(tmp_path):
     from nclt.cli import build_parser, config_from_args
     from nclt.runner import train
 
-    cfg = config_from_args(build_parser().parse_args(
-        ["train", "--epochs", "1", "--out", str(tmp_path / "r"), "--set", "grad_probe=true",
-         "--set", "progress=false"]))
+    cfg = config_from_args(
+        build_parser().parse_args(
+            [
+                "train",
+                "--epochs",
+                "1",
+                "--out",
+                str(tmp_path / "r"),
+                "--set",
+                "grad_probe=true",
+                "--set",
+                "progress=false",
+            ]
+        )
+    )
     train(cfg)
     row = next(csv.DictReader((tmp_path / "r" / "metrics.csv").open()))
     values = [float(row[f"grad_w/{k}"]) for k in range(10)]

@@ -15,7 +15,8 @@ def digits_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
 
     out = tmp_path_factory.mktemp("report") / "run"
     args = build_parser().parse_args(
-        ["train", "--epochs", "2", "--out", str(out), "--set", "progress=false"])
+        ["train", "--epochs", "2", "--out", str(out), "--set", "progress=false"]
+    )
     results = train(config_from_args(args))
     return out, results
 

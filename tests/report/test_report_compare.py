@@ -18,19 +18,38 @@ def _fake_run(path, method, seed, last, best, nc1, lr=0.1):
     """A finished run folder: results.json and config.yaml as nclt writes them."""
     path.mkdir(parents=True)
     results = {
-        "method": method, "dataset": "cifar10", "imbalance": 100.0, "epochs": 200, "seed": seed,
-        "top1": last[0], "many": last[1], "medium": last[2], "few": last[3],
+        "method": method,
+        "dataset": "cifar10",
+        "imbalance": 100.0,
+        "epochs": 200,
+        "seed": seed,
+        "top1": last[0],
+        "many": last[1],
+        "medium": last[2],
+        "few": last[3],
         "last": dict(zip(("top1", "many", "medium", "few"), last, strict=True)),
-        "best": {"epoch": 190 + seed, **dict(zip(("top1", "many", "medium", "few"), best,
-                                                 strict=True))},
-        "nc": {"nc1": nc1, "equiangular_means": 0.1, "equiangular_w": None, "self_duality": 0.5,
-               "nc4": 0.9},
+        "best": {
+            "epoch": 190 + seed,
+            **dict(zip(("top1", "many", "medium", "few"), best, strict=True)),
+        },
+        "nc": {
+            "nc1": nc1,
+            "equiangular_means": 0.1,
+            "equiangular_w": None,
+            "self_duality": 0.5,
+            "nc4": 0.9,
+        },
     }
     (path / "results.json").write_text(json.dumps(results))
-    config = {"method": {"name": method, "args": {}},
-              "data": {"dataset": "cifar10", "imbalance": 100.0, "root": f"/data{seed}"},
-              "optim": {"lr": lr}, "epochs": 200, "seed": seed, "out": str(path),
-              "environment": {"git_commit": f"c{seed}"}}
+    config = {
+        "method": {"name": method, "args": {}},
+        "data": {"dataset": "cifar10", "imbalance": 100.0, "root": f"/data{seed}"},
+        "optim": {"lr": lr},
+        "epochs": 200,
+        "seed": seed,
+        "out": str(path),
+        "environment": {"git_commit": f"c{seed}"},
+    }
     (path / "config.yaml").write_text(yaml.safe_dump(config))
 
 
@@ -46,9 +65,11 @@ def test_mean_and_std_over_seeds(tmp_path, capsys):
     assert len(rows) == 2  # the three seeds of ce are one group; root / commit do not split
     ce, drw = rows
     assert ce["method"] == "ce" and ce["runs"] == 3 and ce["seeds"] == "0,1,2"
-    for which, idx, vals in (("last", "top1", [70.0, 74.0, 72.0]),
-                             ("best", "top1", [71.0, 75.5, 74.0]),
-                             ("last", "medium", [60.0, 50.0, 55.0])):
+    for which, idx, vals in (
+        ("last", "top1", [70.0, 74.0, 72.0]),
+        ("best", "top1", [71.0, 75.5, 74.0]),
+        ("last", "medium", [60.0, 50.0, 55.0]),
+    ):
         assert ce[f"{which}_{idx}_mean"] == pytest.approx(statistics.fmean(vals))
         assert ce[f"{which}_{idx}_std"] == pytest.approx(statistics.stdev(vals))  # n - 1
     assert ce["last_top1_std"] == pytest.approx(2.0)  # by hand: mean 72, sample std 2
@@ -73,8 +94,15 @@ def test_swept_keys_become_columns_and_cli(tmp_path, capsys):
     runs = tmp_path / "sweep"
     for lr in (0.05, 0.1):
         for s in (0, 1):
-            _fake_run(runs / f"optim.lr={lr}" / f"seed{s}", "ce", s, (60 + 10 * lr + s, 80, 50,
-                      None), (61, 81, 51, None), 1.0, lr=lr)
+            _fake_run(
+                runs / f"optim.lr={lr}" / f"seed{s}",
+                "ce",
+                s,
+                (60 + 10 * lr + s, 80, 50, None),
+                (61, 81, 51, None),
+                1.0,
+                lr=lr,
+            )
     assert main(["compare", str(runs), "--out", str(tmp_path / "o")]) == 0
     printed = capsys.readouterr().out
     header = printed.splitlines()[0].split()

@@ -16,8 +16,18 @@ from nclt.report import figures as F
 from nclt.report.html import curve_figures, render_html, transport_matrices
 
 # Figures every run gets (the per-epoch NC curves need nc_every logging, tested below).
-ALWAYS = ("angles_means", "angles_classifier", "accuracy_curves", "norms", "per_class_accuracy",
-          "confusion", "arb_similarity", "align_matrix", "transport_plan", "tsne")
+ALWAYS = (
+    "angles_means",
+    "angles_classifier",
+    "accuracy_curves",
+    "norms",
+    "per_class_accuracy",
+    "confusion",
+    "arb_similarity",
+    "align_matrix",
+    "transport_plan",
+    "tsne",
+)
 
 
 def _check_png(path):
@@ -36,8 +46,17 @@ def test_report_has_every_figure_and_the_page_links_them(report_dir):
     for src in re.findall(r'<img src="([^"]+)"', page):
         assert "/" not in src and (report_dir / src).is_file(), src
     # summary: accuracy rows and the NC options are stated
-    for text in ("top-1", "many", "medium", "few", "global_mean = class", "within = sample",
-                 "center_w = True", "self_duality", "arccos(-1/(K-1))"):
+    for text in (
+        "top-1",
+        "many",
+        "medium",
+        "few",
+        "global_mean = class",
+        "within = sample",
+        "center_w = True",
+        "self_duality",
+        "arccos(-1/(K-1))",
+    ):
         assert text in page, text
     # ARB Fig. 5 is not logged yet: a note, not a figure
     assert "gradient_components" in page and "Not logged yet" in page
@@ -48,12 +67,26 @@ def test_report_has_every_figure_and_the_page_links_them(report_dir):
 def _fake_history(with_nc: bool) -> list[dict]:
     rows = []
     for e in range(1, 6):
-        row = {"epoch": float(e), "test_top1": 50.0 + e, "many": 80.0, "medium": 50.0,
-               "few": 10.0 + e, "train_top1": 60.0 + e}
+        row = {
+            "epoch": float(e),
+            "test_top1": 50.0 + e,
+            "many": 80.0,
+            "medium": 50.0,
+            "few": 10.0 + e,
+            "train_top1": 60.0 + e,
+        }
         if with_nc:
-            row.update({"nc/nc1": 2.0 / e, "nc/equiangular_means": 0.3 / e,
-                        "nc/equiangular_w": 0.2 / e, "nc/self_duality": 0.9 / e,
-                        "nc/trace_sw": 1.0 / e, "nc/trace_sb": 2.0, "nc/trace_st": 2.0 + 1.0 / e})
+            row.update(
+                {
+                    "nc/nc1": 2.0 / e,
+                    "nc/equiangular_means": 0.3 / e,
+                    "nc/equiangular_w": 0.2 / e,
+                    "nc/self_duality": 0.9 / e,
+                    "nc/trace_sw": 1.0 / e,
+                    "nc/trace_sb": 2.0,
+                    "nc/trace_st": 2.0 + 1.0 / e,
+                }
+            )
         rows.append(row)
     return rows
 
@@ -106,10 +139,12 @@ def test_report_numbers_match_the_metrics(report_data):
     # classes ordered by decreasing training count
     assert list(d.class_counts[d.order]) == sorted(d.class_counts, reverse=True)
     # the centered means the figures draw are those the NC metrics measured
-    np.testing.assert_allclose(np.linalg.norm(d.centered_means(), axis=1), d.nc["mean_norms"],
-                               rtol=1e-6)
-    np.testing.assert_allclose(np.linalg.norm(d.classifier_vectors(), axis=1), d.nc["w_norms"],
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+        np.linalg.norm(d.centered_means(), axis=1), d.nc["mean_norms"], rtol=1e-6
+    )
+    np.testing.assert_allclose(
+        np.linalg.norm(d.classifier_vectors(), axis=1), d.nc["w_norms"], rtol=1e-6
+    )
     assert d.test["top1"] == pytest.approx(d.results["top1"])
     assert len(d.sample_labels) == d.num_train == int(d.class_counts.sum())  # < 2000: all kept
     # DisA align matrix: each batch plan has mass 1 and columns 1/K, so A does too
@@ -143,8 +178,10 @@ def test_no_etf_when_the_feature_dim_is_below_k_minus_1(report_data, tmp_path):
     from nclt.report.data import _find_etf
     from nclt.report.html import transport_figures
 
-    run = SimpleNamespace(method=SimpleNamespace(objective=torch.nn.ModuleList()),
-                          model=SimpleNamespace(head=torch.nn.Linear(5, 10)))
+    run = SimpleNamespace(
+        method=SimpleNamespace(objective=torch.nn.ModuleList()),
+        model=SimpleNamespace(head=torch.nn.Linear(5, 10)),
+    )
     etf, why, eps, _ = _find_etf(run, 5, 10, None)
     assert etf is None and "below K - 1" in why and eps == 0.1
     data = dataclasses.replace(report_data, etf=None, etf_source=why, history=[])

@@ -25,8 +25,21 @@ def test_noise_accuracy(digits_run, tmp_path, capsys):
     assert again == noisy
     # the command prints the table and writes the JSON
     out = tmp_path / "noise.json"
-    assert main(["eval", str(ckpt), "--gaussian-noise", "0,0.3", "--noise-seed", "5",
-                 "--json", str(out)]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                str(ckpt),
+                "--gaussian-noise",
+                "0,0.3",
+                "--noise-seed",
+                "5",
+                "--json",
+                str(out),
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "pixels in [0, 1]" in printed and "0.3" in printed
     saved = json.loads(out.read_text())

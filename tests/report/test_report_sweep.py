@@ -14,10 +14,12 @@ from nclt.errors import ConfigError
 def test_grid_parsing_and_folder_names():
     assert split_values("0.1, [160,180],'a,b'") == ["0.1", "[160,180]", "'a,b'"]
     grid = sweep_grid(["optim.lr=0.1,0.05", "optim.milestones=[1,2],[3]"])
-    assert grid == [[("optim.lr", "0.1"), ("optim.milestones", "[1,2]")],
-                    [("optim.lr", "0.1"), ("optim.milestones", "[3]")],
-                    [("optim.lr", "0.05"), ("optim.milestones", "[1,2]")],
-                    [("optim.lr", "0.05"), ("optim.milestones", "[3]")]]
+    assert grid == [
+        [("optim.lr", "0.1"), ("optim.milestones", "[1,2]")],
+        [("optim.lr", "0.1"), ("optim.milestones", "[3]")],
+        [("optim.lr", "0.05"), ("optim.milestones", "[1,2]")],
+        [("optim.lr", "0.05"), ("optim.milestones", "[3]")],
+    ]
     assert sweep_folder("optim.milestones", "[1, 2]") == "optim.milestones=_1__2_"
     assert sweep_folder("method.name", "ce/../x") == "method.name=ce_.._x"
     for bad in (["seed=0,1"], ["optim.lr"], ["optim.lr=0.1,0.1"], ["a=1", "a=2"]):
@@ -27,8 +29,22 @@ def test_grid_parsing_and_folder_names():
 
 def test_sweep_configs_with_seeds(tmp_path):
     args = build_parser().parse_args(
-        ["train", "--epochs", "1", "--out", str(tmp_path), "--set", "optim.lr=0.2",
-         "--sweep", "optim.lr=0.05,0.1", "--sweep", "mixup_alpha=0,1", "--seeds", "3,4"])
+        [
+            "train",
+            "--epochs",
+            "1",
+            "--out",
+            str(tmp_path),
+            "--set",
+            "optim.lr=0.2",
+            "--sweep",
+            "optim.lr=0.05,0.1",
+            "--sweep",
+            "mixup_alpha=0,1",
+            "--seeds",
+            "3,4",
+        ]
+    )
     cfgs = sweep_configs(args)
     assert len(cfgs) == 8
     first = cfgs[0]
@@ -45,8 +61,22 @@ def test_sweep_configs_with_seeds(tmp_path):
 
 def test_sweep_runs_the_grid_and_compare_tabulates_it(tmp_path, capsys):
     out = tmp_path / "sweep"
-    assert main(["train", "--epochs", "1", "--out", str(out), "--set", "progress=false",
-                 "--sweep", "optim.lr=0.05,0.1"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--epochs",
+                "1",
+                "--out",
+                str(out),
+                "--set",
+                "progress=false",
+                "--sweep",
+                "optim.lr=0.05,0.1",
+            ]
+        )
+        == 0
+    )
     for lr in (0.05, 0.1):
         run = out / f"optim.lr={lr}"
         for f in ("config.yaml", "results.json", "last.pt"):

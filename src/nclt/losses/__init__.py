@@ -10,9 +10,11 @@ docs/ARCHITECTURE.md):
 * contrastive losses: see each class.
 """
 
+from typing import Any
+
 from nclt.registry import Registry
 
-LOSSES: Registry = Registry("loss")
+LOSSES: Registry[Any] = Registry("loss")
 
 # importing the modules registers their losses
 from nclt.losses.contrastive import BCLLoss, HyConLoss, SupConLoss  # noqa: E402

@@ -403,7 +403,8 @@ def dot_regression(features: Tensor, targets: Tensor) -> Tensor:
     h_len = features.detach().norm(dim=1).clamp_min(1e-8)
     m_len = targets.norm(dim=1)
     dot = (features * targets).sum(dim=1)
-    return 0.5 * (dot - m_len * h_len).pow(2) / h_len
+    per_sample: Tensor = 0.5 * (dot - m_len * h_len).pow(2) / h_len
+    return per_sample
 
 
 def sinkhorn_log(

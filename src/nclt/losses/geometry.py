@@ -125,7 +125,8 @@ def _sinkhorn_pot(cost: Tensor, epsilon: float, iterations: int, tol: float | No
         stopThr=0.0 if tol is None else tol,
         warn=False,
     )
-    return plan.clamp_min(torch.finfo(plan.dtype).tiny).log()
+    log_plan: Tensor = plan.clamp_min(torch.finfo(plan.dtype).tiny).log()
+    return log_plan
 
 
 def transport_plan(

@@ -106,7 +106,7 @@ class LogitLoss(nn.Module):
     """
 
     class_counts: Tensor | None
-    scope: str = "global"  # the weighted mean's denominator over the global or local batch
+    scope: Literal["global", "local"] = "global"  # weighted-mean denominator: global or local batch
 
     def __init__(
         self,
@@ -174,8 +174,9 @@ class LogitLoss(nn.Module):
                 )
                 cw = w if cw is None else cw.to(z.dtype) * w.to(z.dtype)
             sample_weight = None if cw is None else cw.to(z.dtype)[y_safe]
-            out = LF.reduce_loss(loss, valid, sample_weight, self.reduction, self.weighted_mean,
-                                 self.scope)
+            out = LF.reduce_loss(
+                loss, valid, sample_weight, self.reduction, self.weighted_mean, self.scope
+            )
             return out.reshape(labels.shape) if self.reduction == "none" else out
 
     def extra_repr(self) -> str:

@@ -85,8 +85,9 @@ class SumOverViews(nn.Module):
     def forward(self, view_logits: Tensor, labels: Tensor, **kwargs: Any) -> Tensor:
         if view_logits.dim() != 3:
             raise ValueError(f"view_logits must be (B, V, K), got {tuple(view_logits.shape)}")
-        parts = [self.loss(view_logits[:, v], labels, **kwargs)
-                 for v in range(view_logits.shape[1])]
+        parts = [
+            self.loss(view_logits[:, v], labels, **kwargs) for v in range(view_logits.shape[1])
+        ]
         return torch.stack(parts).sum()
 
 
@@ -134,15 +135,22 @@ class BCLProjection(nn.Module):
         first_view: first contrastive view (1: view 0 is the classification view).
     """
 
-    def __init__(self, feature_dim: int, hidden_dim: int = 512, out_dim: int = 128,
-                 batchnorm: bool = True, prototype_head: str = "separate",
-                 first_view: int = 1) -> None:
+    def __init__(
+        self,
+        feature_dim: int,
+        hidden_dim: int = 512,
+        out_dim: int = 128,
+        batchnorm: bool = True,
+        prototype_head: str = "separate",
+        first_view: int = 1,
+    ) -> None:
         super().__init__()
         _choice("prototype_head", prototype_head, ("separate", "shared"))
         self.proj = ViewMLP(MLPHead(feature_dim, hidden_dim, out_dim, batchnorm), first_view)
         self.prototype_mlp = (
             MLPHead(feature_dim, hidden_dim, out_dim, batchnorm)
-            if prototype_head == "separate" else None
+            if prototype_head == "separate"
+            else None
         )
         self.prototype_head = prototype_head
 
@@ -226,9 +234,13 @@ class MaxNorm:
 _BCL = "Zhu et al., CVPR 2022 (BCL)"
 
 
-@component("bcl", "base", _BCL,
-           "balanced contrastive learning: logit-compensated cosine classifier + BCL loss "
-           "with classifier prototypes (3 views)")
+@component(
+    "bcl",
+    "base",
+    _BCL,
+    "balanced contrastive learning: logit-compensated cosine classifier + BCL loss "
+    "with classifier prototypes (3 views)",
+)
 def _bcl(
     ctx: BuildContext,
     lambda_lc: float = 2.0,
@@ -256,23 +268,32 @@ def _bcl(
     _positive("temperature", temperature)
     _choice("variant", variant, ("bcl", "l1", "l2", "l3"))
     if variant == "l1" and class_complement:
-        raise ConfigError("bcl variant 'l1' (Eq. 6) has no prototypes: set class_complement: "
-                          "false, or use variant 'bcl' (Eq. 9)")
+        raise ConfigError(
+            "bcl variant 'l1' (Eq. 6) has no prototypes: set class_complement: "
+            "false, or use variant 'bcl' (Eq. 9)"
+        )
     if variant == "l3" and not class_complement:
         raise ConfigError("bcl variant 'l3' (Eq. 8) needs the prototypes (class_complement)")
     head = BCLProjection(ctx.feature_dim, hidden_dim, proj_dim, mlp_batchnorm, prototype_head)
     lc = LOSSES.build("logit_adjust", class_counts=ctx.class_counts, tau=lc_tau)
-    bcl = LOSSES.build("bcl", num_classes=ctx.num_classes, temperature=temperature,
-                       variant=variant, class_averaging=class_averaging)
+    bcl = LOSSES.build(
+        "bcl",
+        num_classes=ctx.num_classes,
+        temperature=temperature,
+        variant=variant,
+        class_averaging=class_averaging,
+    )
     if class_complement:
-        bcl_term = Term("bcl", PrototypeBCL(bcl, head), ("proj", "labels", "head_weight"),
-                        mu_bcl)
+        bcl_term = Term("bcl", PrototypeBCL(bcl, head), ("proj", "labels", "head_weight"), mu_bcl)
     else:
         bcl_term = Term("bcl", bcl, ("proj", "labels"), mu_bcl)
     terms = [Term("lc", lc, ("logits", "labels"), lambda_lc), bcl_term]
     return MethodParts(
-        terms, head="cosine", head_args={"scale": scale},
-        views=[cls_view, contrastive_view, contrastive_view], extra_heads={"proj": head},
+        terms,
+        head="cosine",
+        head_args={"scale": scale},
+        views=[cls_view, contrastive_view, contrastive_view],
+        extra_heads={"proj": head},
     )
 
 
@@ -282,9 +303,18 @@ _ALLNC = "AllNC: All-around Neural Collapse for imbalanced classification (2024)
 
 
 def _allnc_parts(
-    ctx: BuildContext, gamma: float, alpha: float, rho: float, gr_weighted_mean: bool,
-    eta_unit: str, p2p_center: str, p2p_features: str, proj_hidden: int, proj_dim: int,
-    pred_hidden: int, view: str,
+    ctx: BuildContext,
+    gamma: float,
+    alpha: float,
+    rho: float,
+    gr_weighted_mean: bool,
+    eta_unit: str,
+    p2p_center: str,
+    p2p_features: str,
+    proj_hidden: int,
+    proj_dim: int,
+    pred_hidden: int,
+    view: str,
 ) -> MethodParts:
     _positive("gamma", gamma)
     _choice("eta_unit", eta_unit, ("iteration", "epoch"))
@@ -297,26 +327,38 @@ def _allnc_parts(
     pred = AllNCPrediction(MLPHead(proj_dim, pred_hidden, proj_dim), proj)
     eta = GBBNEta(gamma, eta_unit)  # type: ignore[arg-type]
     ce = SumOverViews(LOSSES.build("ce"))
-    gr = SumOverViews(LOSSES.build("gr", class_counts=ctx.class_counts, rho=rho,
-                                   weighted_mean=gr_weighted_mean))
+    gr = SumOverViews(
+        LOSSES.build("gr", class_counts=ctx.class_counts, rho=rho, weighted_mean=gr_weighted_mean)
+    )
     p2p = PooledViews(LOSSES.build("p2p", num_classes=ctx.num_classes, center=p2p_center))
     p2p_reads = "view_features" if p2p_features == "backbone" else "proj"
     terms = [
         Term("ce", ce, ("view_logits", "labels"), eta),
         Term("gr", gr, ("view_logits", "labels"), OneMinus(eta)),
         # (1 - eta) * L_p(omega) in each of the len(views) branches of Eq. 14
-        Term("p2p_classifier", LOSSES.build("p2p_classifier"), ("head_weight",),
-             Scaled(OneMinus(eta), float(len(views)))),
-        Term("hycon", LOSSES.build("hycon", num_classes=ctx.num_classes),
-             ("pred", "proj", "labels"), alpha),
+        Term(
+            "p2p_classifier",
+            LOSSES.build("p2p_classifier"),
+            ("head_weight",),
+            Scaled(OneMinus(eta), float(len(views))),
+        ),
+        Term(
+            "hycon",
+            LOSSES.build("hycon", num_classes=ctx.num_classes),
+            ("pred", "proj", "labels"),
+            alpha,
+        ),
         Term("p2p", p2p, (p2p_reads, "labels"), alpha),
     ]
-    return MethodParts(terms, head="linear", views=views,
-                       extra_heads={"proj": proj, "pred": pred})
+    return MethodParts(terms, head="linear", views=views, extra_heads={"proj": proj, "pred": pred})
 
 
-@component("allnc", "base", _ALLNC,
-           "HyCon + P2P on class means and classifier, GBBN eta*CE + (1-eta)*GR (2 views)")
+@component(
+    "allnc",
+    "base",
+    _ALLNC,
+    "HyCon + P2P on class means and classifier, GBBN eta*CE + (1-eta)*GR (2 views)",
+)
 def _allnc(
     ctx: BuildContext,
     gamma: float = 3.0,
@@ -332,12 +374,28 @@ def _allnc(
     view: str = "randaugment",
 ) -> MethodParts:
     """AllNC (Eq. 14, Algorithm 1). gamma: Table VI (3.0 at IF 100, 2.0 at IF 200)."""
-    return _allnc_parts(ctx, gamma, alpha, rho, gr_weighted_mean, eta_unit, p2p_center,
-                        p2p_features, proj_hidden, proj_dim, pred_hidden, view)
+    return _allnc_parts(
+        ctx,
+        gamma,
+        alpha,
+        rho,
+        gr_weighted_mean,
+        eta_unit,
+        p2p_center,
+        p2p_features,
+        proj_hidden,
+        proj_dim,
+        pred_hidden,
+        view,
+    )
 
 
-@component("allnc++", "base", _ALLNC + " + weight balancing (Alshammari et al., CVPR 2022)",
-           "AllNC with a max-norm bound on the classifier vectors (set optim.weight_decay)")
+@component(
+    "allnc++",
+    "base",
+    _ALLNC + " + weight balancing (Alshammari et al., CVPR 2022)",
+    "AllNC with a max-norm bound on the classifier vectors (set optim.weight_decay)",
+)
 def _allnc_pp(
     ctx: BuildContext,
     gamma: float = 3.0,
@@ -354,8 +412,19 @@ def _allnc_pp(
     max_norm: float = 1.0,
 ) -> MethodParts:
     """AllNC++: AllNC plus MaxNorm (``||w_c|| <= max_norm`` after every step)."""
-    parts = _allnc_parts(ctx, gamma, alpha, rho, gr_weighted_mean, eta_unit, p2p_center,
-                         p2p_features, proj_hidden, proj_dim, pred_hidden, view)
+    parts = _allnc_parts(
+        ctx,
+        gamma,
+        alpha,
+        rho,
+        gr_weighted_mean,
+        eta_unit,
+        p2p_center,
+        p2p_features,
+        proj_hidden,
+        proj_dim,
+        pred_hidden,
+        view,
+    )
     parts.post_step.append(MaxNorm(max_norm))
     return parts
-

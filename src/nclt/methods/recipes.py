@@ -65,7 +65,8 @@ class Component:
     def defaults(self) -> dict[str, Any]:
         sig = inspect.signature(self.build)
         return {
-            k: p.default for k, p in list(sig.parameters.items())[1:]
+            k: p.default
+            for k, p in list(sig.parameters.items())[1:]
             if p.default is not inspect.Parameter.empty
         }
 
@@ -175,8 +176,10 @@ def _set_scope(part: MethodParts, scope: Any, key: str) -> str:
                 m.scope = scope
                 found += 1
     if not found:
-        raise ConfigError(f"{key}: this component takes no statistic over the batch, so it has "
-                          "no scope (its losses are per-sample means)")
+        raise ConfigError(
+            f"{key}: this component takes no statistic over the batch, so it has "
+            "no scope (its losses are per-sample means)"
+        )
     return scope
 
 
@@ -212,15 +215,25 @@ def _merge(name: str, parts: list[MethodParts], resolved: dict[str, dict[str, An
         head_args.update(p.head_args)
     trainable = next((p.trainable for p in parts if p.trainable is not None), None)
     reinit = any(p.reinit_head for p in parts)
-    return Method(name, Objective(terms), schedules, sampler, head, head_args, resolved, views,
-                  extra_heads, post_step, trainable, reinit)
+    return Method(
+        name,
+        Objective(terms),
+        schedules,
+        sampler,
+        head,
+        head_args,
+        resolved,
+        views,
+        extra_heads,
+        post_step,
+        trainable,
+        reinit,
+    )
 
 
 def describe_methods() -> list[tuple[str, str, str, str]]:
     """(name, kind, paper, summary) for every registered component."""
-    return [
-        (n, METHODS.get(n).kind, METHODS.get(n).paper, METHODS.get(n).summary) for n in METHODS
-    ]
+    return [(n, METHODS.get(n).kind, METHODS.get(n).paper, METHODS.get(n).summary) for n in METHODS]
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -297,21 +310,29 @@ def _ldam(ctx: BuildContext, max_margin: float = 0.5, scale: float = 30.0) -> Me
 
 @component("ldam-drw", "base", _LDAM, "LDAM with deferred re-weighting")
 def _ldam_drw(
-    ctx: BuildContext, max_margin: float = 0.5, scale: float = 30.0,
-    drw_epoch: int | None = None, beta: float = 0.9999,
+    ctx: BuildContext,
+    max_margin: float = 0.5,
+    scale: float = 30.0,
+    drw_epoch: int | None = None,
+    beta: float = 0.9999,
 ) -> MethodParts:
     term = _logit_term("ldam", "ldam", ctx, max_margin=max_margin, scale=scale)
     return MethodParts([term], schedules=_drw_switch(ctx, drw_epoch, beta), head="cosine")
 
 
-@component("balanced-softmax", "base", "Ren et al., NeurIPS 2020 (BALMS)",
-           "softmax with the log prior added to the logits")
+@component(
+    "balanced-softmax",
+    "base",
+    "Ren et al., NeurIPS 2020 (BALMS)",
+    "softmax with the log prior added to the logits",
+)
 def _balanced_softmax(ctx: BuildContext, tau: float = 1.0) -> MethodParts:
     return MethodParts([_logit_term("balanced_softmax", "balanced_softmax", ctx, tau=tau)])
 
 
-@component("logit-adjust", "base", "Menon et al., ICLR 2021",
-           "logit-adjusted loss, tau * log prior")
+@component(
+    "logit-adjust", "base", "Menon et al., ICLR 2021", "logit-adjusted loss, tau * log prior"
+)
 def _logit_adjust(ctx: BuildContext, tau: float = 1.0) -> MethodParts:
     return MethodParts([_logit_term("logit_adjust", "logit_adjust", ctx, tau=tau)])
 
@@ -336,8 +357,9 @@ _ETF = "Yang et al., NeurIPS 2022 (fixed ETF classifier), as DisA uses it"
 
 @component("etf-ce", "base", _ETF, "fixed simplex-ETF classifier (BatchNorm before it) with CE")
 def _etf_ce(ctx: BuildContext, seed: int = 0) -> MethodParts:
-    return MethodParts([_logit_term("ce", "ce", ctx)], head="etf",
-                       head_args={"normalize": False, "seed": seed})
+    return MethodParts(
+        [_logit_term("ce", "ce", ctx)], head="etf", head_args={"normalize": False, "seed": seed}
+    )
 
 
 @component("etf-dr", "base", _ETF, "fixed simplex-ETF classifier with the dot-regression loss")
@@ -353,21 +375,37 @@ _INC = "Liu et al., 2023 (INC)"
 
 
 def _inc_terms(
-    ctx: BuildContext, lambda_w: float, lambda_b: float, start_epoch: int, centres: str,
-    counts: str, class_reduction: str, within: str = "inc_within",
+    ctx: BuildContext,
+    lambda_w: float,
+    lambda_b: float,
+    start_epoch: int,
+    centres: str,
+    counts: str,
+    class_reduction: str,
+    within: str = "inc_within",
 ) -> list[Term]:
     """L_W and L_B as two logged terms; one combined term when the centres are learnable
     (the official code) or L_W is replaced by center loss (INC Table 7, ``within: center``)."""
     if centres == "learnable" or within == "center":
         loss = LOSSES.build(
-            "inc", num_classes=ctx.num_classes, feature_dim=ctx.feature_dim, lambda_w=lambda_w,
-            lambda_b=lambda_b, within=within, centres="learnable", counts=counts,
-            class_counts=ctx.class_counts, class_reduction=class_reduction,
+            "inc",
+            num_classes=ctx.num_classes,
+            feature_dim=ctx.feature_dim,
+            lambda_w=lambda_w,
+            lambda_b=lambda_b,
+            within=within,
+            centres="learnable",
+            counts=counts,
+            class_counts=ctx.class_counts,
+            class_reduction=class_reduction,
         )
         return [Term("inc", loss, ("features", "labels"), StepWeight(1.0, start_epoch))]
     within = LOSSES.build(
-        "inc_within", num_classes=ctx.num_classes, counts=counts,
-        class_counts=ctx.class_counts, class_reduction=class_reduction,
+        "inc_within",
+        num_classes=ctx.num_classes,
+        counts=counts,
+        class_counts=ctx.class_counts,
+        class_reduction=class_reduction,
     )
     between = LOSSES.build("inc_between", num_classes=ctx.num_classes)
     return [
@@ -376,32 +414,56 @@ def _inc_terms(
     ]
 
 
-def _inc(ctx: BuildContext, lambda_w: float = 0.01, lambda_b: float = 0.1,
-         start_epoch: int = 0, centres: str = "batch", counts: str = "batch",
-         class_reduction: str = "sum", within: str = "inc_within") -> MethodParts:
-    return MethodParts(_inc_terms(ctx, lambda_w, lambda_b, start_epoch, centres, counts,
-                                  class_reduction, within))
+def _inc(
+    ctx: BuildContext,
+    lambda_w: float = 0.01,
+    lambda_b: float = 0.1,
+    start_epoch: int = 0,
+    centres: str = "batch",
+    counts: str = "batch",
+    class_reduction: str = "sum",
+    within: str = "inc_within",
+) -> MethodParts:
+    return MethodParts(
+        _inc_terms(ctx, lambda_w, lambda_b, start_epoch, centres, counts, class_reduction, within)
+    )
 
 
 component("+inc", "addon", _INC, "INC regularizers L_W (Eq. 13) and L_B (Eq. 15)")(_inc)
 
 
 @component("inc", "base", _INC, "CE + INC regularizers (INC Table 1: lambda_1, lambda_2, start)")
-def _inc_base(ctx: BuildContext, lambda_w: float = 0.01, lambda_b: float = 0.1,
-              start_epoch: int = 0, centres: str = "batch", counts: str = "batch",
-              class_reduction: str = "sum", within: str = "inc_within") -> MethodParts:
+def _inc_base(
+    ctx: BuildContext,
+    lambda_w: float = 0.01,
+    lambda_b: float = 0.1,
+    start_epoch: int = 0,
+    centres: str = "batch",
+    counts: str = "batch",
+    class_reduction: str = "sum",
+    within: str = "inc_within",
+) -> MethodParts:
     parts = _inc(ctx, lambda_w, lambda_b, start_epoch, centres, counts, class_reduction, within)
     parts.terms.insert(0, _logit_term("ce", "ce", ctx))
     return parts
 
 
 @component("inc-drw", "base", _INC, "CE-DRW + INC regularizers")
-def _inc_drw(ctx: BuildContext, lambda_w: float = 0.01, lambda_b: float = 0.1,
-             start_epoch: int = 0, centres: str = "batch", counts: str = "batch",
-             class_reduction: str = "sum", drw_epoch: int | None = None,
-             beta: float = 0.9999, within: str = "inc_within") -> MethodParts:
-    parts = _inc_base(ctx, lambda_w, lambda_b, start_epoch, centres, counts, class_reduction,
-                      within)
+def _inc_drw(
+    ctx: BuildContext,
+    lambda_w: float = 0.01,
+    lambda_b: float = 0.1,
+    start_epoch: int = 0,
+    centres: str = "batch",
+    counts: str = "batch",
+    class_reduction: str = "sum",
+    drw_epoch: int | None = None,
+    beta: float = 0.9999,
+    within: str = "inc_within",
+) -> MethodParts:
+    parts = _inc_base(
+        ctx, lambda_w, lambda_b, start_epoch, centres, counts, class_reduction, within
+    )
     parts.schedules.update(_drw_switch(ctx, drw_epoch, beta))
     return parts
 
@@ -409,21 +471,39 @@ def _inc_drw(ctx: BuildContext, lambda_w: float = 0.01, lambda_b: float = 0.1,
 # ----------------------------------------------------------------------------- DisA
 
 
-@component("+disa", "addon", "Gao et al., ICML 2024 (DisA)",
-           "optimal-transport alignment of batch features with a simplex ETF (Eq. 8-10)")
-def _disa(ctx: BuildContext, weight: float = 0.1, epsilon: float = 1.0, iterations: int = 100,
-          gradient: str = "envelope", objective: str = "cost", seed: int = 0) -> MethodParts:
+@component(
+    "+disa",
+    "addon",
+    "Gao et al., ICML 2024 (DisA)",
+    "optimal-transport alignment of batch features with a simplex ETF (Eq. 8-10)",
+)
+def _disa(
+    ctx: BuildContext,
+    weight: float = 0.1,
+    epsilon: float = 1.0,
+    iterations: int = 100,
+    gradient: str = "envelope",
+    objective: str = "cost",
+    seed: int = 0,
+) -> MethodParts:
     """With a learnable classifier DisA aligns the backbone features with its own fixed ETF;
     with a fixed-ETF head the ETF is both classifier and target (the head's features and
     weight are used)."""
     if ctx.head == "etf":
-        loss = LOSSES.build("disa", epsilon=epsilon, iterations=iterations, gradient=gradient,
-                            objective=objective)
+        loss = LOSSES.build(
+            "disa", epsilon=epsilon, iterations=iterations, gradient=gradient, objective=objective
+        )
         term = Term("disa", loss, ("head_features",), weight, {"head_weight": "head_weight"})
     else:
         loss = LOSSES.build(
-            "disa", num_classes=ctx.num_classes, feature_dim=ctx.feature_dim, epsilon=epsilon,
-            iterations=iterations, gradient=gradient, objective=objective, seed=seed,
+            "disa",
+            num_classes=ctx.num_classes,
+            feature_dim=ctx.feature_dim,
+            epsilon=epsilon,
+            iterations=iterations,
+            gradient=gradient,
+            objective=objective,
+            seed=seed,
         )
         term = Term("disa", loss, ("features",), weight)
     return MethodParts([term])
@@ -436,22 +516,43 @@ def _disa(ctx: BuildContext, weight: float = 0.1, epsilon: float = 1.0, iteratio
 _DECOUPLE = "Kang et al., ICLR 2020 (decoupling)"
 
 
-@component("crt", "base", _DECOUPLE,
-           "second stage: re-train a fresh classifier on the frozen backbone, class-balanced")
+@component(
+    "crt",
+    "base",
+    _DECOUPLE,
+    "second stage: re-train a fresh classifier on the frozen backbone, class-balanced",
+)
 def _crt(ctx: BuildContext) -> MethodParts:
-    return MethodParts([_logit_term("ce", "ce", ctx)], sampler="class_balanced",
-                       trainable=("head.",), reinit_head=True)
+    return MethodParts(
+        [_logit_term("ce", "ce", ctx)],
+        sampler="class_balanced",
+        trainable=("head.",),
+        reinit_head=True,
+    )
 
 
-@component("lws", "base", _DECOUPLE,
-           "second stage: learn one scale per class on the frozen classifier, class-balanced")
+@component(
+    "lws",
+    "base",
+    _DECOUPLE,
+    "second stage: learn one scale per class on the frozen classifier, class-balanced",
+)
 def _lws(ctx: BuildContext) -> MethodParts:
-    return MethodParts([_logit_term("ce", "ce", ctx)], sampler="class_balanced", head="lws",
-                       trainable=("head.scales",))
+    return MethodParts(
+        [_logit_term("ce", "ce", ctx)],
+        sampler="class_balanced",
+        head="lws",
+        trainable=("head.scales",),
+    )
 
 
-@component("tau-norm", "base", _DECOUPLE,
-           "second stage, no training: classifier vectors divided by their norm^tau")
+@component(
+    "tau-norm",
+    "base",
+    _DECOUPLE,
+    "second stage, no training: classifier vectors divided by their norm^tau",
+)
 def _tau_norm(ctx: BuildContext, tau: float = 1.0) -> MethodParts:
-    return MethodParts([_logit_term("ce", "ce", ctx)], head="tau_norm",
-                       head_args={"tau": tau}, trainable=())
+    return MethodParts(
+        [_logit_term("ce", "ce", ctx)], head="tau_norm", head_args={"tau": tau}, trainable=()
+    )

@@ -58,7 +58,8 @@ _F64 = torch.float64
 def _unit_rows(vectors: Tensor) -> Tensor:
     v = vectors.to(_F64)
     # A zero row gets cosine 0 with everything instead of NaN.
-    return v / v.norm(dim=1, keepdim=True).clamp_min(torch.finfo(_F64).tiny)
+    unit: Tensor = v / v.norm(dim=1, keepdim=True).clamp_min(torch.finfo(_F64).tiny)
+    return unit
 
 
 def pairwise_cosines(vectors: Tensor) -> Tensor:

@@ -6,8 +6,9 @@ import torch
 from torch import Tensor
 
 
-def class_gradient_components(logits_grad: Tensor, features: Tensor, labels: Tensor,
-                              target_class: int, num_classes: int) -> Tensor:
+def class_gradient_components(
+    logits_grad: Tensor, features: Tensor, labels: Tensor, target_class: int, num_classes: int
+) -> Tensor:
     """Split the gradient of classifier vector ``w_c`` by the label of the samples.
 
     For ``logits = features @ W.T + b`` the gradient of ``w_c`` is
@@ -25,6 +26,6 @@ def class_gradient_components(logits_grad: Tensor, features: Tensor, labels: Ten
     Returns:
         (K, D) components.
     """
-    contrib = logits_grad[:, target_class:target_class + 1] * features
+    contrib = logits_grad[:, target_class : target_class + 1] * features
     out = torch.zeros(num_classes, features.shape[1], dtype=contrib.dtype, device=contrib.device)
     return out.index_add_(0, labels, contrib)

@@ -25,7 +25,10 @@ def build_network(
         kwargs["width"] = width
     backbone = BACKBONES.build(arch, **kwargs)
     cls_head = HEADS.build(
-        head, feature_dim=backbone.feature_dim, num_classes=num_classes, bias=head_bias,
+        head,
+        feature_dim=backbone.feature_dim,
+        num_classes=num_classes,
+        bias=head_bias,
         scale=head_scale,
     )
     return Network(backbone, cls_head, mean, std, extra_heads)

@@ -69,8 +69,15 @@ class FixedETFHead(nn.Module):
         seed: seed of the ETF's random rotation.
     """
 
-    def __init__(self, feature_dim: int, num_classes: int, normalize: bool = True,
-                 scale: float = 1.0, seed: int = 0, **_: object) -> None:
+    def __init__(
+        self,
+        feature_dim: int,
+        num_classes: int,
+        normalize: bool = True,
+        scale: float = 1.0,
+        seed: int = 0,
+        **_: object,
+    ) -> None:
         super().__init__()
         from nclt.geometry import simplex_etf
 

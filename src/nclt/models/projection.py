@@ -28,8 +28,14 @@ class MLPHead(nn.Module):
         last_bn: BatchNorm1d (affine) on the output too (SimSiam's projection MLP).
     """
 
-    def __init__(self, in_dim: int, hidden_dim: int, out_dim: int, batchnorm: bool = True,
-                 last_bn: bool = False) -> None:
+    def __init__(
+        self,
+        in_dim: int,
+        hidden_dim: int,
+        out_dim: int,
+        batchnorm: bool = True,
+        last_bn: bool = False,
+    ) -> None:
         super().__init__()
         layers: list[nn.Module] = [nn.Linear(in_dim, hidden_dim, bias=not batchnorm)]
         if batchnorm:
@@ -70,7 +76,7 @@ class ViewMLP(nn.Module):
                 f"{type(self).__name__} needs per-view features (B, V, D) with more than "
                 f"{self.first_view} views, got {tuple(view_features.shape)}"
             )
-        return self.mlp(view_features)[:, self.first_view:]
+        return self.mlp(view_features)[:, self.first_view :]
 
     def extra_repr(self) -> str:
         return f"first_view={self.first_view}"

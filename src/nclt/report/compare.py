@@ -23,8 +23,18 @@ import yaml
 from nclt.errors import NcltError
 
 #: config keys (dotted) that never separate groups: they do not change a run's results.
-IGNORED_KEYS = ("seed", "out", "progress", "threads", "device", "data.root", "data.download",
-                "data.num_workers", "environment", "resolved_method_args")
+IGNORED_KEYS = (
+    "seed",
+    "out",
+    "progress",
+    "threads",
+    "device",
+    "data.root",
+    "data.download",
+    "data.num_workers",
+    "environment",
+    "resolved_method_args",
+)
 #: config keys always shown as their own columns.
 SHOWN_KEYS = ("method.name", "data.dataset", "data.imbalance")
 ACCURACY = ("top1", "many", "medium", "few")
@@ -95,10 +105,12 @@ def load_run(path: Path) -> RunRecord:
     if cfg_path.is_file():
         config = yaml.safe_load(cfg_path.read_text()) or {}
     else:  # older or foreign run: the few keys results.json has
-        config = {"method": {"name": results.get("method")},
-                  "data": {"dataset": results.get("dataset"),
-                           "imbalance": results.get("imbalance")},
-                  "epochs": results.get("epochs"), "seed": results.get("seed")}
+        config = {
+            "method": {"name": results.get("method")},
+            "data": {"dataset": results.get("dataset"), "imbalance": results.get("imbalance")},
+            "epochs": results.get("epochs"),
+            "seed": results.get("seed"),
+        }
     return RunRecord(path, results, flatten(config))
 
 
@@ -106,8 +118,13 @@ def group_runs(runs: list[RunRecord]) -> list[Group]:
     """Group by every config key except the seed and the IGNORED_KEYS, in first-seen order."""
     groups: dict[tuple, Group] = {}
     for r in runs:
-        key = tuple(sorted((k, json.dumps(v, sort_keys=True, default=str))
-                           for k, v in r.config.items() if not _ignored(k)))
+        key = tuple(
+            sorted(
+                (k, json.dumps(v, sort_keys=True, default=str))
+                for k, v in r.config.items()
+                if not _ignored(k)
+            )
+        )
         groups.setdefault(key, Group(key)).runs.append(r)
     return list(groups.values())
 
@@ -194,20 +211,32 @@ def format_table(rows: list[dict[str, Any]], swept: list[str]) -> str:
     nc = list(NC_KEYS)
     lines_data = []
     for r in rows:
-        cells = [_cell(r["method"]), _cell(r["dataset"]), _cell(r["imbalance"]),
-                 *[_cell(r[k]) for k in swept], str(r["runs"])]
-        cells += [_pm(r[f"{w}_{m}_mean"], r[f"{w}_{m}_std"], 2) for w in ("last", "best")
-                  for m in ACCURACY]
+        cells = [
+            _cell(r["method"]),
+            _cell(r["dataset"]),
+            _cell(r["imbalance"]),
+            *[_cell(r[k]) for k in swept],
+            str(r["runs"]),
+        ]
+        cells += [
+            _pm(r[f"{w}_{m}_mean"], r[f"{w}_{m}_std"], 2)
+            for w in ("last", "best")
+            for m in ACCURACY
+        ]
         cells += [_pm(r[f"nc_{m}_mean"], r[f"nc_{m}_std"], 3) for m in NC_KEYS]
         lines_data.append(cells)
     header = heads + acc + nc
-    widths = [max(len(h), *(len(c[i]) for c in lines_data)) if lines_data else len(h)
-              for i, h in enumerate(header)]
+    widths = [
+        max(len(h), *(len(c[i]) for c in lines_data)) if lines_data else len(h)
+        for i, h in enumerate(header)
+    ]
     n_left = len(heads) - 1
 
     def fmt(cells: list[str]) -> str:
-        return "  ".join(c.ljust(w) if i < n_left else c.rjust(w)
-                         for i, (c, w) in enumerate(zip(cells, widths, strict=True)))
+        return "  ".join(
+            c.ljust(w) if i < n_left else c.rjust(w)
+            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+        )
 
     out = [fmt(header), fmt(["-" * w for w in widths])]
     out += [fmt(c) for c in lines_data]
@@ -223,8 +252,12 @@ def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
         w = csv.DictWriter(f, fieldnames=cols)
         w.writeheader()
         for r in rows:
-            w.writerow({k: "" if v is None else (json.dumps(v) if isinstance(v, list | dict)
-                                                  else v) for k, v in r.items()})
+            w.writerow(
+                {
+                    k: "" if v is None else (json.dumps(v) if isinstance(v, list | dict) else v)
+                    for k, v in r.items()
+                }
+            )
 
 
 def group_label(row: dict[str, Any], swept: list[str], vary: set[str]) -> str:
@@ -237,8 +270,9 @@ def write_figure(rows: list[dict[str, Any]], swept: list[str], path: Path) -> Pa
     """compare.png: last and best top-1 / many / medium / few, one bar per group (+- std)."""
     from nclt.report.figures import bars_side_by_side
 
-    vary = {k for k in ("method", "dataset", "imbalance")
-            if len({_cell(r[k]) for r in rows}) > 1} or {"method"}
+    vary = {
+        k for k in ("method", "dataset", "imbalance") if len({_cell(r[k]) for r in rows}) > 1
+    } or {"method"}
     labels = [group_label(r, swept, vary) for r in rows]
     means: dict[str, list[float | None]] = {}
     stds: dict[str, list[float | None]] = {}

@@ -90,8 +90,12 @@ def resolve_checkpoint(path: str | Path, which: str = "last") -> Path:
         if not ckpt_path.is_file():
             have = sorted(x.name for x in p.glob("*.pt"))
             raise CheckpointError(
-                f"{p} has no {which}.pt" + (f" (it has {', '.join(have)})" if have else
-                                            " (no checkpoint at all: is it a run folder?)")
+                f"{p} has no {which}.pt"
+                + (
+                    f" (it has {', '.join(have)})"
+                    if have
+                    else " (no checkpoint at all: is it a run folder?)"
+                )
             )
         return ckpt_path
     return p
@@ -125,8 +129,9 @@ def _subsample(n: int, max_points: int, seed: int) -> np.ndarray:
 class _Tee:
     """Passes (features, logits, labels) batches through, keeping class sums and a subsample."""
 
-    def __init__(self, batches: Iterator[tuple[Tensor, Tensor, Tensor]], num_classes: int,
-                 keep: np.ndarray) -> None:
+    def __init__(
+        self, batches: Iterator[tuple[Tensor, Tensor, Tensor]], num_classes: int, keep: np.ndarray
+    ) -> None:
         self.batches, self.k, self.keep = batches, num_classes, keep
         self.sums: Tensor | None = None
         self.counts = torch.zeros(num_classes, dtype=torch.float64)
@@ -151,8 +156,9 @@ class _Tee:
             yield feats, logits, labels
 
 
-def _find_etf(run: Any, dim: int, num_classes: int, ot_epsilon: float | None
-              ) -> tuple[np.ndarray | None, str, float, int]:
+def _find_etf(
+    run: Any, dim: int, num_classes: int, ot_epsilon: float | None
+) -> tuple[np.ndarray | None, str, float, int]:
     """The ETF the run aligns its features with, and the transport settings to use."""
     from nclt.losses.geometry import DisALoss
 
@@ -165,8 +171,15 @@ def _find_etf(run: Any, dim: int, num_classes: int, ot_epsilon: float | None
     if eps is None:
         eps = 0.1
     if dim < num_classes - 1:
-        return None, (f"no simplex ETF exists: the feature dimension {dim} is below K - 1 = "
-                      f"{num_classes - 1}"), eps, iters
+        return (
+            None,
+            (
+                f"no simplex ETF exists: the feature dimension {dim} is below K - 1 = "
+                f"{num_classes - 1}"
+            ),
+            eps,
+            iters,
+        )
     if disa is not None and disa.etf is not None:
         etf, src = disa.etf, "the run's DisA loss (its own fixed ETF)"
     elif isinstance(head_etf, Tensor):
@@ -175,8 +188,10 @@ def _find_etf(run: Any, dim: int, num_classes: int, ot_epsilon: float | None
         from nclt.geometry import simplex_etf
 
         etf = simplex_etf(dim, num_classes, seed=0).T
-        src = ("nclt.geometry.simplex_etf(D, K, seed=0): this run has no ETF of its own, so "
-               "the ETF is unrelated to its features and no diagonal is expected")
+        src = (
+            "nclt.geometry.simplex_etf(D, K, seed=0): this run has no ETF of its own, so "
+            "the ETF is unrelated to its features and no diagonal is expected"
+        )
     return etf.detach().double().cpu().numpy(), src, float(eps), int(iters)
 
 
@@ -224,12 +239,15 @@ def collect(
     train_loader = make_loader(run.train_eval_set, cfg, False, None, torch.Generator(), run.device)
     n_train = len(run.train_eval_set)
     keep = _subsample(n_train, max_points, seed)
-    tee = _Tee(predict(run.model, train_loader, run.device, precision, cfg.channels_last), k,
-               keep)
+    tee = _Tee(predict(run.model, train_loader, run.device, precision, cfg.channels_last), k, keep)
     head_weight = run.model.head.weight.detach().float().cpu()
     nc = collapse_metrics_from_loader(
-        iter(tee), num_classes=k, head_weight=head_weight, class_counts=counts,
-        group_rule=cfg.data.group_rule, **opts,
+        iter(tee),
+        num_classes=k,
+        head_weight=head_weight,
+        class_counts=counts,
+        group_rule=cfg.data.group_rule,
+        **opts,
     )
     if tee.sums is None:
         raise NcltError("the training set is empty: nothing to report")

@@ -83,8 +83,9 @@ def _save(fig: Figure, path: Path) -> Path:
     return path
 
 
-def angle_heatmap(vectors: np.ndarray, names: Sequence[str], order: np.ndarray, title: str,
-                  path: Path) -> Path:
+def angle_heatmap(
+    vectors: np.ndarray, names: Sequence[str], order: np.ndarray, title: str, path: Path
+) -> Path:
     """Pairwise angles (degrees) of the rows, diverging colours centered on the ETF angle.
 
     AllNC Fig. 2 / 7, INC Fig. 2, DisA Fig. 7: white = arccos(-1/(K-1)); blue = narrower
@@ -95,8 +96,12 @@ def angle_heatmap(vectors: np.ndarray, names: Sequence[str], order: np.ndarray, 
     opt = etf_angle_deg(k)
     fig = Figure(figsize=(5.6, 4.8) if k <= 20 else (7.5, 6.5))
     ax = fig.add_subplot()
-    im = ax.imshow(ang, cmap="RdBu_r", norm=TwoSlopeNorm(vmin=0.0, vcenter=opt, vmax=180.0),
-                   interpolation="nearest")
+    im = ax.imshow(
+        ang,
+        cmap="RdBu_r",
+        norm=TwoSlopeNorm(vmin=0.0, vcenter=opt, vmax=180.0),
+        interpolation="nearest",
+    )
     cb = fig.colorbar(im, ax=ax)
     cb.set_ticks(sorted({0.0, 45.0, 135.0, 180.0, round(opt, 1)}))
     cb.ax.axhline(opt, color="k", lw=1.5)
@@ -112,10 +117,16 @@ def angle_heatmap(vectors: np.ndarray, names: Sequence[str], order: np.ndarray, 
     return _save(fig, path)
 
 
-def epoch_curves(epochs: Sequence[np.ndarray], series: Sequence[tuple[str, np.ndarray, str]],
-                 title: str, ylabel: str, path: Path, log: bool = False,
-                 panels: Sequence[Sequence[int]] | None = None,
-                 panel_titles: Sequence[str] | None = None) -> Path:
+def epoch_curves(
+    epochs: Sequence[np.ndarray],
+    series: Sequence[tuple[str, np.ndarray, str]],
+    title: str,
+    ylabel: str,
+    path: Path,
+    log: bool = False,
+    panels: Sequence[Sequence[int]] | None = None,
+    panel_titles: Sequence[str] | None = None,
+) -> Path:
     """Lines over epochs. ``series`` = (label, values, linestyle), ``epochs`` aligned with it;
     ``panels`` groups series indices into side-by-side axes (default: one axis); ``log``
     allows a log y axis where the values span more than a decade."""
@@ -139,9 +150,15 @@ def epoch_curves(epochs: Sequence[np.ndarray], series: Sequence[tuple[str, np.nd
     return _save(fig, path)
 
 
-def norms_by_class_size(mean_norms: np.ndarray, w_norms: np.ndarray, counts: np.ndarray,
-                        names: Sequence[str], order: np.ndarray, w_label: str, path: Path
-                        ) -> Path:
+def norms_by_class_size(
+    mean_norms: np.ndarray,
+    w_norms: np.ndarray,
+    counts: np.ndarray,
+    names: Sequence[str],
+    order: np.ndarray,
+    w_label: str,
+    path: Path,
+) -> Path:
     """INC Fig. 3: norms of the centered class means and of the classifier vectors, classes by
     decreasing size; equal bars are the ideal (NC2 equinorm)."""
     k = len(order)
@@ -166,8 +183,13 @@ def norms_by_class_size(mean_norms: np.ndarray, w_norms: np.ndarray, counts: np.
     return _save(fig, path)
 
 
-def accuracy_vs_size(per_class: Sequence[float | None], counts: np.ndarray,
-                     groups: dict[str, list[int]], path: Path, names: Sequence[str]) -> Path:
+def accuracy_vs_size(
+    per_class: Sequence[float | None],
+    counts: np.ndarray,
+    groups: dict[str, list[int]],
+    path: Path,
+    names: Sequence[str],
+) -> Path:
     """Per-class test accuracy against training count (log x), coloured by group."""
     fig = Figure(figsize=(5.6, 3.8))
     ax = fig.add_subplot()
@@ -176,8 +198,9 @@ def accuracy_vs_size(per_class: Sequence[float | None], counts: np.ndarray,
         if not idx:
             continue
         idx = np.asarray(idx)
-        ax.scatter(counts[idx], acc[idx], s=18, color=GROUP_COLORS.get(g),
-                   label=f"{g} ({len(idx)})")
+        ax.scatter(
+            counts[idx], acc[idx], s=18, color=GROUP_COLORS.get(g), label=f"{g} ({len(idx)})"
+        )
     if len(counts) <= 20:
         for i, (c, a) in enumerate(zip(counts, acc, strict=True)):
             if np.isfinite(a):
@@ -192,8 +215,9 @@ def accuracy_vs_size(per_class: Sequence[float | None], counts: np.ndarray,
     return _save(fig, path)
 
 
-def confusion_matrix(confusion: np.ndarray, names: Sequence[str], order: np.ndarray,
-                     path: Path) -> Path:
+def confusion_matrix(
+    confusion: np.ndarray, names: Sequence[str], order: np.ndarray, path: Path
+) -> Path:
     """Row-normalized confusion matrix (rows: true class), classes by decreasing size."""
     c = np.asarray(confusion, dtype=np.float64)[np.ix_(order, order)]
     rows = c.sum(axis=1, keepdims=True)
@@ -211,8 +235,13 @@ def confusion_matrix(confusion: np.ndarray, names: Sequence[str], order: np.ndar
     return _save(fig, path)
 
 
-def arb_similarity_matrix(m: np.ndarray, names: Sequence[str], order: np.ndarray,
-                          balance: dict[str, float | None], path: Path) -> Path:
+def arb_similarity_matrix(
+    m: np.ndarray,
+    names: Sequence[str],
+    order: np.ndarray,
+    balance: dict[str, float | None],
+    path: Path,
+) -> Path:
     """ARB Fig. 4: Eq. 20's matrix, diverging colours centered on the ideal 1/(K-1) (Eq. 21)."""
     k = len(order)
     mo = np.asarray(m, dtype=np.float64)[np.ix_(order, order)].copy()
@@ -224,8 +253,12 @@ def arb_similarity_matrix(m: np.ndarray, names: Sequence[str], order: np.ndarray
     spread = max(spread, 1e-3 * ideal)
     fig = Figure(figsize=(5.6, 5.0) if k <= 20 else (7.5, 6.8))
     ax = fig.add_subplot()
-    im = ax.imshow(mo, cmap="PuOr_r", interpolation="nearest",
-                   norm=TwoSlopeNorm(vmin=ideal - spread, vcenter=ideal, vmax=ideal + spread))
+    im = ax.imshow(
+        mo,
+        cmap="PuOr_r",
+        interpolation="nearest",
+        norm=TwoSlopeNorm(vmin=ideal - spread, vcenter=ideal, vmax=ideal + spread),
+    )
     cb = fig.colorbar(im, ax=ax, extend="both")
     cb.ax.axhline(ideal, color="k", lw=1.5)
     cb.set_label(f"M_ij; ideal 1/(K-1) = {ideal:.3g}")
@@ -253,8 +286,9 @@ def align_matrix(a: np.ndarray, names: Sequence[str], order: np.ndarray, path: P
     return _save(fig, path)
 
 
-def transport_plan(plan: np.ndarray, labels: np.ndarray, names: Sequence[str],
-                   order: np.ndarray, path: Path) -> Path:
+def transport_plan(
+    plan: np.ndarray, labels: np.ndarray, names: Sequence[str], order: np.ndarray, path: Path
+) -> Path:
     """DisA Fig. 5: one batch's plan T (rows: samples sorted by class, columns: ETF vertices)."""
     rank = np.empty(len(order), dtype=np.int64)
     rank[order] = np.arange(len(order))
@@ -274,20 +308,37 @@ def transport_plan(plan: np.ndarray, labels: np.ndarray, names: Sequence[str],
     return _save(fig, path)
 
 
-def embedding_2d(points: np.ndarray, labels: np.ndarray, mean_pts: np.ndarray,
-                 mean_classes: np.ndarray, w_pts: np.ndarray, names: Sequence[str],
-                 path: Path) -> Path:
+def embedding_2d(
+    points: np.ndarray,
+    labels: np.ndarray,
+    mean_pts: np.ndarray,
+    mean_classes: np.ndarray,
+    w_pts: np.ndarray,
+    names: Sequence[str],
+    path: Path,
+) -> Path:
     """DisA Fig. 4: 2-D embedding of features (dots), class means (stars), classifiers (^)."""
     k = len(names)
     cmap = _class_cmap(k)
     fig = Figure(figsize=(6.2, 5.2))
     ax = fig.add_subplot()
-    ax.scatter(points[:, 0], points[:, 1], c=[cmap(i) for i in labels], s=6, alpha=0.5,
-               linewidths=0)
-    for pts, marker, size, lab in ((mean_pts, "*", 160, "class mean"),
-                                   (w_pts, "^", 70, "classifier")):
-        ax.scatter(pts[:, 0], pts[:, 1], c=[cmap(i) for i in mean_classes], marker=marker, s=size,
-                   edgecolors="k", linewidths=0.8, label=lab)
+    ax.scatter(
+        points[:, 0], points[:, 1], c=[cmap(i) for i in labels], s=6, alpha=0.5, linewidths=0
+    )
+    for pts, marker, size, lab in (
+        (mean_pts, "*", 160, "class mean"),
+        (w_pts, "^", 70, "classifier"),
+    ):
+        ax.scatter(
+            pts[:, 0],
+            pts[:, 1],
+            c=[cmap(i) for i in mean_classes],
+            marker=marker,
+            s=size,
+            edgecolors="k",
+            linewidths=0.8,
+            label=lab,
+        )
     if k <= 20:
         for p, c in zip(mean_pts, mean_classes, strict=True):
             ax.annotate(names[c], p, fontsize=7, xytext=(4, 4), textcoords="offset points")
@@ -307,10 +358,14 @@ def _class_cmap(k: int):
     return lambda i: base(i / max(k - 1, 1))
 
 
-def bars_side_by_side(labels: Sequence[str], metrics: Sequence[str],
-                      means: dict[str, Sequence[float | None]],
-                      stds: dict[str, Sequence[float | None]],
-                      titles: Sequence[str], path: Path) -> Path:
+def bars_side_by_side(
+    labels: Sequence[str],
+    metrics: Sequence[str],
+    means: dict[str, Sequence[float | None]],
+    stds: dict[str, Sequence[float | None]],
+    titles: Sequence[str],
+    path: Path,
+) -> Path:
     """Grouped bars (one group per metric, one bar per run group) with +-std error bars.
 
     ``means[title]`` / ``stds[title]`` hold len(labels) * len(metrics) values, run-major.
@@ -326,9 +381,15 @@ def bars_side_by_side(labels: Sequence[str], metrics: Sequence[str],
             vals = [means[title][r * m + j] for j in range(m)]
             errs = [stds[title][r * m + j] for j in range(m)]
             x = np.arange(m) + (r - (n - 1) / 2) * width
-            ax.bar(x, [np.nan if v is None else v for v in vals], width,
-                   yerr=[0.0 if e is None else e for e in errs], capsize=2, color=cmap(r),
-                   label=labels[r] if p == 0 else None)
+            ax.bar(
+                x,
+                [np.nan if v is None else v for v in vals],
+                width,
+                yerr=[0.0 if e is None else e for e in errs],
+                capsize=2,
+                color=cmap(r),
+                label=labels[r] if p == 0 else None,
+            )
         ax.set_xticks(np.arange(m))
         ax.set_xticklabels(metrics)
         ax.set_ylim(0, 100)

@@ -49,26 +49,33 @@ def curve_figures(data: ReportData, out: Path) -> list[FigureEntry]:
     out.mkdir(parents=True, exist_ok=True)
     entries: list[FigureEntry] = []
     h = data.history
-    hint = ("train with --set nc_every=N to log NC metrics every N epochs into metrics.csv")
+    hint = "train with --set nc_every=N to log NC metrics every N epochs into metrics.csv"
     # NC curves (AllNC Fig. 3-4)
     e = FigureEntry(
-        "nc_curves", "Equiangularity, self-duality and NC1 over training",
+        "nc_curves",
+        "Equiangularity, self-duality and NC1 over training",
         "std of pairwise cosines of centered class means and classifier vectors (AllNC Eq. 6-7), "
         "self-duality (Eq. 4) and NC1 on the training features; ideal: all fall to 0.",
-        "AllNC Fig. 3 and 4")
+        "AllNC Fig. 3 and 4",
+    )
     cols = [c for c in NC_CURVES if len(_series(h, c)[0])]
     if not h:
         e.note = f"No metrics.csv in {data.run_dir}: no per-epoch curves."
     elif not cols:
         e.note = f"metrics.csv has no per-epoch NC columns ({', '.join(NC_CURVES)}); {hint}."
     else:
-        labels = {"nc/equiangular_means": ("std cos, class means", "-"),
-                  "nc/equiangular_w": ("std cos, classifier", "--"),
-                  "nc/self_duality": ("self-duality (NC3)", "-"), "nc/nc1": ("NC1", "-")}
+        labels = {
+            "nc/equiangular_means": ("std cos, class means", "-"),
+            "nc/equiangular_w": ("std cos, classifier", "--"),
+            "nc/self_duality": ("self-duality (NC3)", "-"),
+            "nc/nc1": ("NC1", "-"),
+        }
         series, epochs, panels = [], [], []
-        groups = [[c for c in ("nc/equiangular_means", "nc/equiangular_w") if c in cols],
-                  [c for c in ("nc/self_duality",) if c in cols], [c for c in ("nc/nc1",)
-                                                                   if c in cols]]
+        groups = [
+            [c for c in ("nc/equiangular_means", "nc/equiangular_w") if c in cols],
+            [c for c in ("nc/self_duality",) if c in cols],
+            [c for c in ("nc/nc1",) if c in cols],
+        ]
         titles = []
         for g, t in zip(groups, ("std of cosines", "self-duality", "NC1"), strict=True):
             if not g:
@@ -80,8 +87,16 @@ def curve_figures(data: ReportData, out: Path) -> list[FigureEntry]:
                 panels[-1].append(len(series))
                 series.append((labels[c][0], y, labels[c][1]))
                 epochs.append(x)
-        F.epoch_curves(epochs, series, "training features, per logged epoch", "",
-                       out / "nc_curves.png", log=True, panels=panels, panel_titles=titles)
+        F.epoch_curves(
+            epochs,
+            series,
+            "training features, per logged epoch",
+            "",
+            out / "nc_curves.png",
+            log=True,
+            panels=panels,
+            panel_titles=titles,
+        )
         e.file = "nc_curves.png"
         missing = [c for c in NC_CURVES if c not in cols]
         if missing:
@@ -89,38 +104,58 @@ def curve_figures(data: ReportData, out: Path) -> list[FigureEntry]:
     entries.append(e)
     # covariance traces (DisA Fig. 3)
     e = FigureEntry(
-        "covariance_traces", "Covariance traces over training",
+        "covariance_traces",
+        "Covariance traces over training",
         "Tr(Sigma_W) dotted, Tr(Sigma_B) solid, Tr(Sigma_T) dashed (averages, not sums; "
         "docs/METRICS.md); ideal: Tr(Sigma_W) falls toward 0 while Tr(Sigma_B) stays.",
-        "DisA Fig. 3")
+        "DisA Fig. 3",
+    )
     cols = [c for c in TRACE_COLUMNS if len(_series(h, c)[0])]
     if not h:
         e.note = f"No metrics.csv in {data.run_dir}: no per-epoch curves."
     elif not cols:
-        e.note = (f"metrics.csv has no covariance-trace columns ({', '.join(TRACE_COLUMNS)}); "
-                  f"{hint}.")
+        e.note = (
+            f"metrics.csv has no covariance-trace columns ({', '.join(TRACE_COLUMNS)}); {hint}."
+        )
     else:
         style = {"nc/trace_sw": ":", "nc/trace_sb": "-", "nc/trace_st": "--"}
-        name = {"nc/trace_sw": "Tr Sigma_W", "nc/trace_sb": "Tr Sigma_B",
-                "nc/trace_st": "Tr Sigma_T"}
+        name = {
+            "nc/trace_sw": "Tr Sigma_W",
+            "nc/trace_sb": "Tr Sigma_B",
+            "nc/trace_st": "Tr Sigma_T",
+        }
         xs, series = [], []
         for c in cols:
             x, y = _series(h, c)
             xs.append(x)
             series.append((name[c], y, style[c]))
-        F.epoch_curves(xs, series, "as logged in metrics.csv (training features)",
-                       "trace", out / "covariance_traces.png", log=True)
+        F.epoch_curves(
+            xs,
+            series,
+            "as logged in metrics.csv (training features)",
+            "trace",
+            out / "covariance_traces.png",
+            log=True,
+        )
         e.file = "covariance_traces.png"
     entries.append(e)
     # accuracy curves
-    e = FigureEntry("accuracy_curves", "Accuracy over training",
-                    "test top-1 and many / medium / few per evaluated epoch, train top-1; ideal: "
-                    "the few-shot curve close to the many-shot one.", "-")
-    cols = [c for c in ("test_top1", "many", "medium", "few", "train_top1")
-            if len(_series(h, c)[0])]
+    e = FigureEntry(
+        "accuracy_curves",
+        "Accuracy over training",
+        "test top-1 and many / medium / few per evaluated epoch, train top-1; ideal: "
+        "the few-shot curve close to the many-shot one.",
+        "-",
+    )
+    cols = [
+        c for c in ("test_top1", "many", "medium", "few", "train_top1") if len(_series(h, c)[0])
+    ]
     if not cols:
-        e.note = ("No accuracy columns in metrics.csv." if h else
-                  f"No metrics.csv in {data.run_dir}: no per-epoch curves.")
+        e.note = (
+            "No accuracy columns in metrics.csv."
+            if h
+            else f"No metrics.csv in {data.run_dir}: no per-epoch curves."
+        )
     else:
         xs, series = [], []
         for c in cols:
@@ -158,7 +193,7 @@ def transport_matrices(data: ReportData) -> tuple[np.ndarray, np.ndarray, np.nda
     starts = list(range(0, len(labels) - b + 1, b)) or [0]
     a = torch.zeros(k, k, dtype=torch.float64)
     for s in starts:
-        idx = perm[s:s + b]
+        idx = perm[s : s + b]
         plan = transport_plan(feats[idx], etf, data.ot_epsilon, data.ot_iterations)
         a += torch.nn.functional.one_hot(labels[idx], k).double().T @ plan
     a /= len(starts)
@@ -195,10 +230,15 @@ def tsne_points(data: ReportData) -> tuple[np.ndarray, np.ndarray, np.ndarray, n
     # loaded CPU (measured: 0.8 s vs 30 s for 274 points on 2 busy cores); one thread is
     # also reproducible whatever the machine.
     with threadpool_limits(limits=1):
-        emb = TSNE(n_components=2, perplexity=perplexity, init="pca", learning_rate="auto",
-                   random_state=data.sample_seed).fit_transform(allx)
+        emb = TSNE(
+            n_components=2,
+            perplexity=perplexity,
+            init="pca",
+            learning_rate="auto",
+            random_state=data.sample_seed,
+        ).fit_transform(allx)
     m, p = len(x), len(present)
-    return emb[:m], emb[m:m + p], emb[m + p:], present
+    return emb[:m], emb[m : m + p], emb[m + p :], present
 
 
 #: metrics.csv column prefix of ARB Fig. 5's data: ``grad_w/<j>`` = norm of the component of
@@ -210,26 +250,37 @@ GRAD_PREFIX = "grad_w/"
 def gradient_figure(data: ReportData, out: Path) -> FigureEntry:
     """ARB Fig. 5 from ``grad_w/<j>`` columns of metrics.csv, or a note while not logged."""
     e = FigureEntry(
-        "gradient_components", "Per-class gradient components of a minority classifier vector",
+        "gradient_components",
+        "Per-class gradient components of a minority classifier vector",
         "norms of the components of the gradient of the rarest class's classifier vector due "
         "to each other class's samples, over training; ideal: balanced components (no head "
-        "class dominating the repulsion).", "ARB Fig. 5")
+        "class dominating the repulsion).",
+        "ARB Fig. 5",
+    )
     cols = sorted({c for r in data.history for c in r if c.startswith(GRAD_PREFIX)})
     cols = [c for c in cols if len(_series(data.history, c)[0])]
     if not cols:
-        e.note = ("Not logged yet: nclt does not record per-class gradient components during "
-                  f"training ({GRAD_PREFIX}<class> columns of metrics.csv); this figure "
-                  "appears once that logging exists.")
+        e.note = (
+            "Not logged yet: nclt does not record per-class gradient components during "
+            f"training ({GRAD_PREFIX}<class> columns of metrics.csv); this figure "
+            "appears once that logging exists."
+        )
         return e
     xs, series = [], []
     for c in cols:
         x, y = _series(data.history, c)
         xs.append(x)
-        j = c[len(GRAD_PREFIX):]
+        j = c[len(GRAD_PREFIX) :]
         name = data.class_names[int(j)] if j.isdigit() and int(j) < data.num_classes else j
         series.append((f"from {name}", y, "-"))
-    F.epoch_curves(xs, series, "gradient of the rarest class's classifier vector", "norm",
-                   out / "gradient_components.png", log=True)
+    F.epoch_curves(
+        xs,
+        series,
+        "gradient of the rarest class's classifier vector",
+        "norm",
+        out / "gradient_components.png",
+        log=True,
+    )
     e.file = "gradient_components.png"
     return e
 
@@ -249,20 +300,28 @@ def transport_figures(data: ReportData, out: Path) -> list[FigureEntry]:
         a, plan, plan_labels, nb = transport_matrices(data)
         F.align_matrix(a, names, order, out / "align_matrix.png")
         F.transport_plan(plan, plan_labels, names, order, out / "transport_plan.png")
-        common = (f"entropic OT (epsilon {data.ot_epsilon:g}, {data.ot_iterations} iterations) "
-                  f"between batches of {min(data.batch_size, len(data.sample_labels))} training "
-                  f"features and the ETF vertices; ETF from {data.etf_source}")
-        e_align.caption = (f"A_(k,k') = transported mass from class k's samples to vertex k', "
-                           f"mean of {nb} batches; {common}; ideal: a diagonal with equal "
-                           f"entries whatever the class size.")
-        e_plan.caption = (f"T_ik for {len(plan_labels)} samples sorted by label; {common}; "
-                          "ideal: each row's mass on its own class's column, more mass per "
-                          "sample for minority samples.")
+        common = (
+            f"entropic OT (epsilon {data.ot_epsilon:g}, {data.ot_iterations} iterations) "
+            f"between batches of {min(data.batch_size, len(data.sample_labels))} training "
+            f"features and the ETF vertices; ETF from {data.etf_source}"
+        )
+        e_align.caption = (
+            f"A_(k,k') = transported mass from class k's samples to vertex k', "
+            f"mean of {nb} batches; {common}; ideal: a diagonal with equal "
+            f"entries whatever the class size."
+        )
+        e_plan.caption = (
+            f"T_ik for {len(plan_labels)} samples sorted by label; {common}; "
+            "ideal: each row's mass on its own class's column, more mass per "
+            "sample for minority samples."
+        )
         e_align.file, e_plan.file = "align_matrix.png", "transport_plan.png"
         if data.ot_epsilon >= 0.5:
-            e_align.note = e_plan.note = (f"At epsilon {data.ot_epsilon:g} the plan is nearly "
-                                          "uniform (costs lie in [0, 2]); use --ot-epsilon 0.1 "
-                                          "for a sharper picture.")
+            e_align.note = e_plan.note = (
+                f"At epsilon {data.ot_epsilon:g} the plan is nearly "
+                "uniform (costs lie in [0, 2]); use --ot-epsilon 0.1 "
+                "for a sharper picture."
+            )
     return [e_align, e_plan]
 
 
@@ -276,66 +335,122 @@ def draw_figures(data: ReportData, out: Path) -> list[FigureEntry]:
     entries: list[FigureEntry] = []
     opt = F.etf_angle_deg(k) if k > 1 else float("nan")
 
-    F.angle_heatmap(data.centered_means(), names, order,
-                    f"centered class means (mu_G = {gm})", out / "angles_means.png")
-    entries.append(FigureEntry(
-        "angles_means", "Pairwise angles of the centered class means",
-        f"degrees between mu_k - mu_G (mu_G = {gm}); ideal: every cell at arccos(-1/(K-1)) = "
-        f"{opt:.1f} deg (white); blue cells are compressed pairs (minority collapse).",
-        "AllNC Fig. 2(a-b) and 7, INC Fig. 2, DisA Fig. 7", "angles_means.png"))
-    F.angle_heatmap(data.classifier_vectors(), names, order, f"classifier vectors ({wc})",
-                    out / "angles_classifier.png")
-    entries.append(FigureEntry(
-        "angles_classifier", "Pairwise angles of the classifier vectors",
-        f"degrees between classifier vectors ({wc}); ideal: every cell at {opt:.1f} deg (white).",
-        "AllNC Fig. 2(c-d) and 7", "angles_classifier.png"))
+    F.angle_heatmap(
+        data.centered_means(),
+        names,
+        order,
+        f"centered class means (mu_G = {gm})",
+        out / "angles_means.png",
+    )
+    entries.append(
+        FigureEntry(
+            "angles_means",
+            "Pairwise angles of the centered class means",
+            f"degrees between mu_k - mu_G (mu_G = {gm}); ideal: every cell at arccos(-1/(K-1)) = "
+            f"{opt:.1f} deg (white); blue cells are compressed pairs (minority collapse).",
+            "AllNC Fig. 2(a-b) and 7, INC Fig. 2, DisA Fig. 7",
+            "angles_means.png",
+        )
+    )
+    F.angle_heatmap(
+        data.classifier_vectors(),
+        names,
+        order,
+        f"classifier vectors ({wc})",
+        out / "angles_classifier.png",
+    )
+    entries.append(
+        FigureEntry(
+            "angles_classifier",
+            "Pairwise angles of the classifier vectors",
+            f"degrees between classifier vectors ({wc}); "
+            f"ideal: every cell at {opt:.1f} deg (white).",
+            "AllNC Fig. 2(c-d) and 7",
+            "angles_classifier.png",
+        )
+    )
 
     entries += curve_figures(data, out)
 
     w_label = "||w_k - w_G||" if opts["center_w"] else "||w_k||"
-    F.norms_by_class_size(np.linalg.norm(data.centered_means(), axis=1),
-                          np.linalg.norm(data.classifier_vectors(), axis=1), data.class_counts,
-                          names, order, w_label, out / "norms.png")
-    entries.append(FigureEntry(
-        "norms", "Norms of centered class means and classifier vectors by class size",
-        "bars over classes by decreasing training count (count under each name); ideal: equal "
-        "bars (equinorm, NC2); minority classes usually get shorter ones.",
-        "INC Fig. 3", "norms.png"))
+    F.norms_by_class_size(
+        np.linalg.norm(data.centered_means(), axis=1),
+        np.linalg.norm(data.classifier_vectors(), axis=1),
+        data.class_counts,
+        names,
+        order,
+        w_label,
+        out / "norms.png",
+    )
+    entries.append(
+        FigureEntry(
+            "norms",
+            "Norms of centered class means and classifier vectors by class size",
+            "bars over classes by decreasing training count (count under each name); ideal: equal "
+            "bars (equinorm, NC2); minority classes usually get shorter ones.",
+            "INC Fig. 3",
+            "norms.png",
+        )
+    )
 
-    F.accuracy_vs_size(data.test["per_class"], data.class_counts, data.groups,
-                       out / "per_class_accuracy.png", names)
-    entries.append(FigureEntry(
-        "per_class_accuracy", "Per-class test accuracy against class size",
-        f"one dot per class, log training count, coloured by group ({data.group_rule} rule); "
-        "ideal: a flat line, no drop toward the small classes.", "-",
-        "per_class_accuracy.png"))
+    F.accuracy_vs_size(
+        data.test["per_class"],
+        data.class_counts,
+        data.groups,
+        out / "per_class_accuracy.png",
+        names,
+    )
+    entries.append(
+        FigureEntry(
+            "per_class_accuracy",
+            "Per-class test accuracy against class size",
+            f"one dot per class, log training count, coloured by group ({data.group_rule} rule); "
+            "ideal: a flat line, no drop toward the small classes.",
+            "-",
+            "per_class_accuracy.png",
+        )
+    )
 
     F.confusion_matrix(np.asarray(data.test["confusion"]), names, order, out / "confusion.png")
-    entries.append(FigureEntry(
-        "confusion", "Confusion matrix (row-normalized)",
-        "rows: true class, columns: predicted class, classes by decreasing training count; "
-        "ideal: the identity (no mass left of the diagonal pulled toward head classes).",
-        "DisA Fig. 6", "confusion.png"))
+    entries.append(
+        FigureEntry(
+            "confusion",
+            "Confusion matrix (row-normalized)",
+            "rows: true class, columns: predicted class, classes by decreasing training count; "
+            "ideal: the identity (no mass left of the diagonal pulled toward head classes).",
+            "DisA Fig. 6",
+            "confusion.png",
+        )
+    )
 
     if k > 1:
         balance = {key: data.nc.get(key) for key in ("B_D", "B_A", "B_L")}
-        F.arb_similarity_matrix(F.arb_similarity(data.head_weight), names, order, balance,
-                                out / "arb_similarity.png")
-        entries.append(FigureEntry(
-            "arb_similarity", "Normalized classifier-weight similarity (ARB Eq. 20)",
-            f"M_ij = w_i.w_j / sum_(j' != i) w_i.w_j' on the raw classifier, diagonal blank, "
-            f"ARB balance metrics below (variance form, docs/METRICS.md); ideal: every cell "
-            f"1/(K-1) = {1 / (k - 1):.3g} (white) and B_D = B_A = B_L = 0.",
-            "ARB Fig. 4, Eq. 20-22", "arb_similarity.png"))
+        F.arb_similarity_matrix(
+            F.arb_similarity(data.head_weight), names, order, balance, out / "arb_similarity.png"
+        )
+        entries.append(
+            FigureEntry(
+                "arb_similarity",
+                "Normalized classifier-weight similarity (ARB Eq. 20)",
+                f"M_ij = w_i.w_j / sum_(j' != i) w_i.w_j' on the raw classifier, diagonal blank, "
+                f"ARB balance metrics below (variance form, docs/METRICS.md); ideal: every cell "
+                f"1/(K-1) = {1 / (k - 1):.3g} (white) and B_D = B_A = B_L = 0.",
+                "ARB Fig. 4, Eq. 20-22",
+                "arb_similarity.png",
+            )
+        )
 
     entries += transport_figures(data, out)
 
     e = FigureEntry(
-        "tsne", "t-SNE of training features",
+        "tsne",
+        "t-SNE of training features",
         f"{len(data.sample_labels)} of {data.num_train} un-augmented training features "
         f"(seeded uniform subsample, seed {data.sample_seed}), class means (stars) and classifier "
         "vectors (triangles, placed at mu_G + ||mu_k - mu_G|| w_k/||w_k||); ideal: tight, "
-        "well separated clusters with each triangle on its star.", "DisA Fig. 4")
+        "well separated clusters with each triangle on its star.",
+        "DisA Fig. 4",
+    )
     pts = tsne_points(data)
     if pts is None:
         e.note = "Not drawn: fewer than 5 training features."
@@ -402,44 +517,55 @@ def render_html(data: ReportData, entries: list[FigureEntry]) -> str:
     if res.get("last") and data.checkpoint.name != "last.pt":
         rows.append((f"last (epoch {res.get('epochs')}), results.json", res["last"]))
     acc = "".join(
-        f"<tr><td>{esc(name)}</td>" + "".join(f"<td>{_fmt(d.get(c))}</td>" for c in
-                                             ("top1", "many", "medium", "few")) + "</tr>"
-        for name, d in rows)
+        f"<tr><td>{esc(name)}</td>"
+        + "".join(f"<td>{_fmt(d.get(c))}</td>" for c in ("top1", "many", "medium", "few"))
+        + "</tr>"
+        for name, d in rows
+    )
     groups = ", ".join(f"{g} {len(v)}" for g, v in data.groups.items())
     nc = data.nc
     opts = data.nc_options
     nc_rows = "".join(
-        f"<tr><td><code>{key}</code></td><td class=\"l\">{esc(desc)}</td>"
+        f'<tr><td><code>{key}</code></td><td class="l">{esc(desc)}</td>'
         f"<td>{_fmt(nc.get(key), 4)}</td><td>{ideal}</td></tr>"
-        for key, desc, ideal in NC_ROWS if key in nc)
+        for key, desc, ideal in NC_ROWS
+        if key in nc
+    )
     grp = nc.get("groups") or {}
     grp_rows = "".join(
         f"<tr><td>{g}</td><td>{_fmt((grp.get(g) or {}).get('num_classes'))}</td>"
         f"<td>{_fmt((grp.get(g) or {}).get('nc1'), 4)}</td>"
         f"<td>{_fmt((grp.get(g) or {}).get('angle_means'), 1)}</td>"
         f"<td>{_fmt((grp.get(g) or {}).get('angle_w'), 1)}</td></tr>"
-        for g in ("many", "medium", "few"))
-    opt_txt = (f"global_mean = {opts['global_mean']}, within = {opts['within']}, center_w = "
-               f"{opts['center_w']}, rtol = 1e-10; un-augmented training features the "
-               f"classifier reads ({data.num_train} images, feature dimension "
-               f"{data.feature_dim})")
+        for g in ("many", "medium", "few")
+    )
+    opt_txt = (
+        f"global_mean = {opts['global_mean']}, within = {opts['within']}, center_w = "
+        f"{opts['center_w']}, rtol = 1e-10; un-augmented training features the "
+        f"classifier reads ({data.num_train} images, feature dimension "
+        f"{data.feature_dim})"
+    )
     body = []
     for e in entries:
         parts = [f'<section id="{e.key}"><h2>{esc(e.title)}</h2>']
         if e.file:
-            parts.append(f'<figure><img src="{esc(e.file)}" alt="{esc(e.title)}">'
-                         f"<figcaption>{esc(e.caption)} <span class=\"src\">[{esc(e.source)}]"
-                         "</span></figcaption></figure>")
+            parts.append(
+                f'<figure><img src="{esc(e.file)}" alt="{esc(e.title)}">'
+                f'<figcaption>{esc(e.caption)} <span class="src">[{esc(e.source)}]'
+                "</span></figcaption></figure>"
+            )
         else:
-            parts.append(f"<p>{esc(e.caption)} <span class=\"src\">[{esc(e.source)}]</span></p>")
+            parts.append(f'<p>{esc(e.caption)} <span class="src">[{esc(e.source)}]</span></p>')
         if e.note:
             parts.append(f'<p class="note">{esc(e.note)}</p>')
         parts.append("</section>")
         body.append("".join(parts))
-    toc = " &middot; ".join(f'<a href="#{e.key}">{esc(e.title.split(" (")[0])}</a>'
-                            for e in entries)
-    title = (f"nclt report: {data.method} on {data.dataset} (IF {data.imbalance:g}, "
-             f"seed {data.seed})")
+    toc = " &middot; ".join(
+        f'<a href="#{e.key}">{esc(e.title.split(" (")[0])}</a>' for e in entries
+    )
+    title = (
+        f"nclt report: {data.method} on {data.dataset} (IF {data.imbalance:g}, seed {data.seed})"
+    )
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
@@ -456,7 +582,7 @@ training counts {int(data.class_counts.max())} to {int(data.class_counts.min())}
 <table><tr><th>metric</th><th>meaning</th><th>value</th><th>ideal</th></tr>{nc_rows}</table>
 <table><tr><th>group</th><th>classes</th><th>NC1</th><th>mean angle, means (deg)</th>
 <th>mean angle, classifier (deg)</th></tr>{grp_rows}</table>
-<p class="src">ETF angle arccos(-1/(K-1)) = {F.etf_angle_deg(k) if k > 1 else float('nan'):.1f}
+<p class="src">ETF angle arccos(-1/(K-1)) = {F.etf_angle_deg(k) if k > 1 else float("nan"):.1f}
 deg. An empty group is "-".</p>
 <p>{toc}</p>
 {"".join(body)}
