@@ -70,3 +70,12 @@ def test_large_image_views_use_random_resized_crop():
         assert make_view(name, "imagenet_lt")(big).shape == (3, 224, 224), name
     small = torch.randint(0, 256, (3, 32, 32), dtype=torch.uint8)
     assert make_view("autoaugment_cutout", "cifar10")(small).shape == (3, 32, 32)
+
+
+def test_heads_are_initialised_as_the_ldam_drw_code():
+    torch.manual_seed(0)
+    cos = HEADS.build("cosine", feature_dim=64, num_classes=10)
+    assert torch.allclose(cos.weight.norm(dim=1), torch.ones(10), atol=1e-6)
+    lin = HEADS.build("linear", feature_dim=4096, num_classes=100)
+    # Kaiming normal: std sqrt(2 / fan_in)
+    assert lin.weight.std().item() == pytest.approx((2 / 4096) ** 0.5, rel=0.05)

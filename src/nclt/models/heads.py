@@ -7,8 +7,6 @@ head and projection MLPs.
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -20,10 +18,15 @@ HEADS: Registry = Registry("head")
 
 @HEADS.register("linear")
 class LinearHead(nn.Linear):
-    """Plain linear classifier ``W h + b``."""
+    """Plain linear classifier ``W h + b``.
+
+    Weights are Kaiming-normal initialised, as the LDAM-DRW code (whose CIFAR protocol the
+    papers reuse) initialises every Linear and Conv2d layer; the bias keeps PyTorch's default.
+    """
 
     def __init__(self, feature_dim: int, num_classes: int, bias: bool = True, **_: object):
         super().__init__(feature_dim, num_classes, bias=bias)
+        nn.init.kaiming_normal_(self.weight)
 
 
 @HEADS.register("cosine")
@@ -31,24 +34,19 @@ class CosineHead(nn.Module):
     """Cosine classifier: ``scale * <h/|h|, w_c/|w_c|>`` (LDAM-DRW's NormedLinear with scale 1).
 
     LDAM-DRW applies its scale s=30 inside the loss, so its configs use ``scale=1`` here;
-    BCL's head uses scale 30 directly.
+    BCL's head uses scale 30 directly. Initialisation as LDAM-DRW's NormedLinear: uniform in
+    [-1, 1], then every class vector rescaled to unit norm (the norm of the raw weights sets
+    the effective learning rate of a normalised classifier, so it matters).
     """
 
     def __init__(self, feature_dim: int, num_classes: int, scale: float = 1.0, **_: object):
         super().__init__()
-        self.weight = nn.Parameter(torch_empty_uniform(num_classes, feature_dim))
+        w = torch.empty(num_classes, feature_dim).uniform_(-1.0, 1.0)
+        self.weight = nn.Parameter(F.normalize(w, dim=1))
         self.scale = scale
 
     def forward(self, features: Tensor) -> Tensor:
         return self.scale * F.linear(F.normalize(features, dim=1), F.normalize(self.weight, dim=1))
-
-
-def torch_empty_uniform(rows: int, cols: int) -> Tensor:
-    """Uniform(-1/sqrt(cols), 1/sqrt(cols)) init, as nn.Linear's weight."""
-    import torch
-
-    bound = 1.0 / math.sqrt(cols)
-    return torch.empty(rows, cols).uniform_(-bound, bound)
 
 
 @HEADS.register("etf")
