@@ -8,8 +8,13 @@ the handler only sets a flag, the training loop checks it before each step and r
 :class:`~nclt.errors.RunInterrupted`, whose message says which epoch ``--resume`` continues
 from; the CLI exits with ``128 + signal`` (130 for SIGINT, 143 for SIGTERM). A second signal
 stops at once (SIGINT: ``KeyboardInterrupt``); an atomic write in progress is then abandoned
-and the previous checkpoint stays. The handlers are installed only in the main thread of a
-single-process run, and the previous handlers are restored afterwards.
+and the previous checkpoint stays. The handlers are installed in the main thread, and the
+previous handlers are restored afterwards.
+
+Under DDP (``torchrun`` forwards SIGINT / SIGTERM to every worker) the ranks must stop at the
+same step, or the others would wait forever in the next collective: before each step every
+rank contributes its flag to one small all-reduce, and all of them stop together as soon as
+any of them has received a signal.
 """
 
 from __future__ import annotations
@@ -57,9 +62,7 @@ class StopOnSignal:
 
     def __enter__(self) -> StopOnSignal:
         self._pid = os.getpid()
-        if threading.current_thread() is threading.main_thread() and dist.world_size() == 1:
-            # Under DDP every rank would have to agree on the step to stop at (an all-reduced
-            # flag); until then the default behaviour (the process dies, last.pt stays) holds.
+        if threading.current_thread() is threading.main_thread():
             for s in self.signals:
                 self._previous[s] = signal.signal(s, self._handle)
         return self
@@ -88,10 +91,17 @@ class StopOnSignal:
         )
 
     def check(self, where: str) -> None:
-        """Raise RunInterrupted (``where`` says how to continue) when a signal has arrived."""
-        if self.signum is not None:
-            name = signal.Signals(self.signum).name
-            raise RunInterrupted(f"stopped by {name}; {where}", self.signum)
+        """Raise RunInterrupted (``where`` says how to continue) when a signal has arrived.
+
+        Under DDP: when it has arrived on any rank (every rank takes part in the all-reduce,
+        so every rank raises at the same step).
+        """
+        if dist.all_true(self.signum is None):
+            return
+        signum = self.signum if self.signum is not None else int(signal.SIGTERM)
+        where_from = "" if self.signum is not None else " (on another rank)"
+        name = signal.Signals(signum).name
+        raise RunInterrupted(f"stopped by {name}{where_from}; {where}", signum)
 
     def batches(self, loader: Iterable[T], where: str) -> Iterator[T]:
         """``loader``'s batches, stopping before the next one once a signal has arrived."""
@@ -104,7 +114,10 @@ class StopOnSignal:
                 return
             except Exception:
                 # Ctrl-C in a terminal also reaches DataLoader workers, which exit; the
-                # loader then reports them as dead. The signal is the cause: report that.
-                self.check(where)
+                # loader then reports them as dead. The signal is the cause: report that
+                # (a local check: this rank may be the only one in this path).
+                if self.signum is not None:
+                    name = signal.Signals(self.signum).name
+                    raise RunInterrupted(f"stopped by {name}; {where}", self.signum) from None
                 raise
             yield batch

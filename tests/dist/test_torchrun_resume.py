@@ -54,6 +54,18 @@ def _rows(path: Path) -> list[dict[str, str]]:
 def _run(args: list[str], cwd: Path) -> None:
     res = subprocess.run(_torchrun(*args), cwd=cwd, env=_env(), capture_output=True, text=True,
                          timeout=240)
+    if res.returncode != 0 and "SIGABRT" in res.stderr and "--resume" not in args:
+        # Once (in ~15 runs, on a heavily loaded machine) a gloo worker of an uninterrupted
+        # run aborted; it never reproduced (docs/DISTRIBUTED.md). Start such a run once more
+        # from scratch rather than fail on an infrastructure abort; every assertion still
+        # applies to the run that completes.
+        out = args[args.index("--out") + 1]
+        import shutil
+
+        shutil.rmtree(cwd / out, ignore_errors=True)
+        print(f"torchrun worker aborted; retrying once:\n{res.stderr[-2000:]}")
+        res = subprocess.run(_torchrun(*args), cwd=cwd, env=_env(), capture_output=True,
+                             text=True, timeout=240)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
 
 
@@ -97,3 +109,35 @@ def test_killed_mid_epoch_and_resumed_under_torchrun_matches(tmp_path: Path) -> 
     _, test_set, _ = build_datasets(build_config(None, ["data.imbalance=1"]), ["none"])
     res = json.loads((out / "results.json").read_text())
     assert sum(map(sum, res["confusion"])) == len(test_set)
+
+
+def test_sigterm_under_torchrun_stops_every_rank_and_resume_matches(tmp_path: Path) -> None:
+    """torchrun forwards SIGTERM to both workers; they agree on the step, stop, keep last.pt."""
+    _run(["--out", "full", *ARGS], tmp_path)
+    out = tmp_path / "stopped"
+    proc = subprocess.Popen(_torchrun("--out", "stopped", *ARGS), cwd=tmp_path, env=_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    try:
+        deadline = time.monotonic() + 180
+        while not (_rows(out / "metrics.csv") and (out / "last.pt").is_file()):
+            assert proc.poll() is None, "the run ended before its first epoch was logged"
+            assert time.monotonic() < deadline, "no epoch logged in time"
+            time.sleep(0.01)
+        epoch_seconds = float(_rows(out / "metrics.csv")[0]["seconds"])
+        time.sleep(0.4 * epoch_seconds)  # inside the second epoch
+        os.kill(proc.pid, signal.SIGTERM)  # to torchrun, which forwards it to the workers
+        log, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode != 0
+    assert "stopped by SIGTERM" in log, log[-3000:]
+    assert len(_rows(out / "metrics.csv")) == 1
+    assert ckpt.load(out / "last.pt")["epoch"] == 0
+
+    _run(["--resume", "stopped"], tmp_path)
+    want = ckpt.load(tmp_path / "full" / "last.pt")["model"]
+    got = ckpt.load(out / "last.pt")["model"]
+    for k, v in want.items():
+        assert torch.equal(got[k], v), k
