@@ -58,8 +58,8 @@ def test_report_has_every_figure_and_the_page_links_them(report_dir):
         "arccos(-1/(K-1))",
     ):
         assert text in page, text
-    # ARB Fig. 5 is not logged yet: a note, not a figure
-    assert "gradient_components" in page and "Not logged yet" in page
+    # ARB Fig. 5 was not logged for this run (grad_probe off): a note, not a figure
+    assert "gradient_components" in page and "grad_probe=true" in page
     # the 2-epoch run logged no per-epoch NC columns: said so in the page
     assert 'src="nc_curves.png"' not in page and "nc_every" in page
 

@@ -242,8 +242,8 @@ def tsne_points(data: ReportData) -> tuple[np.ndarray, np.ndarray, np.ndarray, n
 
 
 #: metrics.csv column prefix of ARB Fig. 5's data: ``grad_w/<j>`` = norm of the component of
-#: the gradient of the rarest class's classifier vector due to class j's samples (epoch mean);
-#: ``grad_w/attraction`` optional. No trainer writes these yet.
+#: the gradient of the rarest class's classifier vector due to class j's samples (epoch mean),
+#: written during training with ``grad_probe: true`` (nclt.runner.GradProbe).
 GRAD_PREFIX = "grad_w/"
 
 
@@ -261,18 +261,19 @@ def gradient_figure(data: ReportData, out: Path) -> FigureEntry:
     cols = [c for c in cols if len(_series(data.history, c)[0])]
     if not cols:
         e.note = (
-            "Not logged yet: nclt does not record per-class gradient components during "
-            f"training ({GRAD_PREFIX}<class> columns of metrics.csv); this figure "
-            "appears once that logging exists."
+            "Not logged for this run: train with --set grad_probe=true to record the "
+            f"per-class gradient components ({GRAD_PREFIX}<class> columns of metrics.csv)."
         )
         return e
     xs, series = [], []
+    rarest = int(np.argmin(data.class_counts))
     for c in cols:
         x, y = _series(data.history, c)
         xs.append(x)
         j = c[len(GRAD_PREFIX) :]
         name = data.class_names[int(j)] if j.isdigit() and int(j) < data.num_classes else j
-        series.append((f"from {name}", y, "-"))
+        role = " (attraction)" if j.isdigit() and int(j) == rarest else ""
+        series.append((f"from {name}{role}", y, "-"))
     F.epoch_curves(
         xs,
         series,
