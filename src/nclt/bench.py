@@ -50,6 +50,8 @@ OVERHEAD_METHODS = [
     "ce+disa",
     "etf-dr",
     "etf-dr+disa",
+    "bcl",
+    "allnc",
 ]
 
 
@@ -192,6 +194,13 @@ def term_overhead(
             "labels_b": None,
             "lam": 1.0,
             "class_weight": None,
+            # multi-view outputs (BCL: 2 contrastive projections; AllNC: 2 classified views)
+            "proj": torch.randn(batch, 2, 128, generator=g).to(device).requires_grad_(True),
+            "pred": torch.randn(batch, 2, 128, generator=g).to(device).requires_grad_(True),
+            "view_logits": torch.randn(batch, 2, k, generator=g).to(device).requires_grad_(True),
+            "view_features": torch.randn(batch, 2, dim, generator=g)
+            .to(device)
+            .requires_grad_(True),
         }
         ctx.update({key: s(p) for key, s in m.schedules.items()})
         times = []
