@@ -56,6 +56,16 @@ def test_outputs_of_a_run(tmp_path):
         runner.train(_cfg(tmp_path))
 
 
+def test_sparse_then_dense_evaluation(tmp_path):
+    """eval_every=3 with eval_all_from=5 over 6 epochs evaluates after epochs 3, 5 and 6 only."""
+    cfg = _cfg(tmp_path, "--epochs", "6", "--set", "eval_every=3", "--set", "eval_all_from=5")
+    assert [e for e in range(1, 7) if runner.evaluates(cfg, e)] == [3, 5, 6]
+    res = runner.train(cfg)
+    rows = list(csv.DictReader((tmp_path / "run" / "metrics.csv").open()))
+    assert [int(r["epoch"]) for r in rows if r["test_top1"]] == [3, 5, 6]
+    assert res["best"]["epoch"] in (3, 5, 6)
+
+
 def test_resume_after_mid_epoch_crash_gives_identical_weights(tmp_path, monkeypatch):
     full = _cfg(tmp_path, "--set", "mixup_alpha=1.0", "--method", "ce-drw", name="full")
     full.epochs = 4

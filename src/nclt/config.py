@@ -97,6 +97,9 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     threads: int = 0  # torch intra-op threads (0 = torch's default)
     eval_every: int = 1
+    # from this epoch (1-based) on, every epoch is evaluated whatever eval_every says (0 = off):
+    # sparse evaluation early, dense where the best epoch lies (after the lr decay)
+    eval_all_from: int = 0
     nc_every: int = 0  # NC metrics on the training features every N epochs (0 = only at the end)
     grad_probe: bool = False  # log ARB Fig. 5's gradient components of the rarest class
     on_nonfinite: Literal["stop", "skip"] = "stop"
@@ -346,6 +349,7 @@ def validate(cfg: TrainConfig) -> None:
         (cfg.optim.warmup_epochs >= 0, "optim.warmup_epochs must be >= 0"),
         (cfg.mixup_alpha >= 0 and cfg.cutmix_alpha >= 0, "mixup/cutmix alpha must be >= 0"),
         (cfg.eval_every >= 1, "eval_every must be >= 1"),
+        (cfg.eval_all_from >= 0, "eval_all_from must be >= 0 (0 = off)"),
         (cfg.nc_every >= 0, "nc_every must be >= 0"),
         (cfg.model.width is None or cfg.model.width >= 1, "model.width must be >= 1"),
     ]

@@ -545,7 +545,7 @@ def _train(cfg: TrainConfig, resume: bool, stop: StopOnSignal) -> dict[str, Any]
         if bar is not None:
             bar.close()
         dist.sync_buffers(run.model)  # one model on every rank for evaluation and last.pt
-        if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
+        if evaluates(cfg, epoch + 1):
             test = evaluate(
                 run.model, test_loader, metric, run.device, precision, cfg.channels_last
             )
@@ -610,6 +610,13 @@ def _train(cfg: TrainConfig, resume: bool, stop: StopOnSignal) -> dict[str, Any]
         if writer is not None:
             writer.close()
     return results
+
+
+def evaluates(cfg: TrainConfig, epoch: int) -> bool:
+    """Whether the test set is evaluated after 1-based ``epoch``: every ``eval_every`` epochs,
+    every epoch from ``eval_all_from`` on (when > 0), and always after the last one."""
+    dense = 0 < cfg.eval_all_from <= epoch
+    return epoch % cfg.eval_every == 0 or dense or epoch == cfg.epochs
 
 
 NC_LOGGED = (

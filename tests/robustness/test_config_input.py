@@ -58,6 +58,7 @@ BAD = [
     (["--method", "ce-drw", "--set", "method.args.ce-drw.beta=2"], ["beta must lie in [0, 1)"]),
     (["--method", "focal", "--set", "method.args.focal.gamma=-1"], ["gamma must be >= 0"]),
     (["--set", "device=tpu"], ["device 'tpu' is not a device name"]),
+    (["--set", "eval_all_from=-1"], ["eval_all_from must be >= 0 (0 = off)"]),
     (["--set", "optim.lr"], ["expected key=value"]),
 ]
 
