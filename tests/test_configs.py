@@ -9,9 +9,10 @@ from nclt.cli import build_parser, config_from_args
 from nclt.methods.recipes import BuildContext, build_method
 from nclt.models import BACKBONES
 
+ROOT = Path(__file__).parents[1]
 CONFIGS = sorted(
-    p for p in (Path(__file__).parents[1] / "configs").rglob("*.yaml") if "protocols" not in p.parts
-)
+    p for p in (ROOT / "configs").rglob("*.yaml") if "protocols" not in p.parts
+) + sorted((ROOT / "results" / "checks").rglob("short.yaml"))  # the diagnostic runs' configs
 NUM_CLASSES = {
     "cifar10": 10,
     "cifar100": 100,
