@@ -201,6 +201,22 @@ def _stage2(name: str, first, *extra: str):
     return config_from_args(args)
 
 
+def test_stage2_resets_the_first_stage_eval_schedule_and_crt_weight_decay(tmp_path):
+    """A first stage with a sparse test schedule and INC's wd 5e-3: cRT tests every epoch and
+    trains the classifier without weight decay (INC's code); LWS keeps the first stage's."""
+    import yaml
+
+    first = tmp_path / "first"
+    first.mkdir()
+    conf = {"method": {"name": "inc-drw"}, "eval_every": 5, "eval_all_from": 160}
+    conf["optim"] = {"weight_decay": 5.0e-3}
+    (first / "config.yaml").write_text(yaml.safe_dump(conf))
+    crt = _stage2("crt", first)
+    assert (crt.eval_every, crt.eval_all_from, crt.optim.weight_decay) == (1, 0, 0.0)
+    assert [e for e in range(1, 11) if runner.evaluates(crt, e)] == list(range(1, 11))
+    assert _stage2("lws", first).optim.weight_decay == 5.0e-3
+
+
 def test_crt_freezes_backbone_and_samples_classes_uniformly(first_stage, monkeypatch):
     from nclt import checkpoint as ckpt
 
