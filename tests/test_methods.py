@@ -201,6 +201,20 @@ def _stage2(name: str, first, *extra: str):
     return config_from_args(args)
 
 
+@pytest.mark.parametrize("weighted_mean", [True, False])
+def test_ce_drw_normalisation_of_the_reweighted_sum(weighted_mean):
+    """DRW's weighted CE divides by the sum of the batch's weights (F.cross_entropy, LDAM-DRW
+    code) or, with weighted_mean=False, by the batch size (DisA Eq. 17 as printed)."""
+    torch.manual_seed(0)
+    term = build_method("ce-drw", {"ce-drw": {"weighted_mean": weighted_mean}}, _ctx())
+    loss = term.objective.terms[0].loss
+    logits, labels = torch.randn(16, 10, dtype=torch.float64), torch.randint(0, 10, (16,))
+    w = torch.rand(10, dtype=torch.float64) + 0.5
+    per = torch.nn.functional.cross_entropy(logits, labels, reduction="none") * w[labels]
+    expected = per.sum() / (w[labels].sum() if weighted_mean else len(labels))
+    torch.testing.assert_close(loss(logits, labels, weight=w), expected)
+
+
 def test_stage2_resets_the_first_stage_eval_schedule_and_crt_weight_decay(tmp_path):
     """A first stage with a sparse test schedule and INC's wd 5e-3: cRT tests every epoch and
     trains the classifier without weight decay (INC's code); LWS keeps the first stage's."""

@@ -275,8 +275,17 @@ def _ce_rw(ctx: BuildContext) -> MethodParts:
 
 
 @component("ce-drw", "base", _LDAM, "cross-entropy, deferred re-weighting (effective number)")
-def _ce_drw(ctx: BuildContext, drw_epoch: int | None = None, beta: float = 0.9999) -> MethodParts:
-    return MethodParts([_logit_term("ce", "ce", ctx)], schedules=_drw_switch(ctx, drw_epoch, beta))
+def _ce_drw(
+    ctx: BuildContext,
+    drw_epoch: int | None = None,
+    beta: float = 0.9999,
+    weighted_mean: bool = True,
+) -> MethodParts:
+    """``weighted_mean``: divide the re-weighted sum by the sum of the batch's weights, as
+    ``F.cross_entropy`` and the LDAM-DRW code do (True), or by the batch size, as DisA Eq. 17
+    prints it (False)."""
+    term = _logit_term("ce", "ce", ctx, weighted_mean=weighted_mean)
+    return MethodParts([term], schedules=_drw_switch(ctx, drw_epoch, beta))
 
 
 @component("focal", "base", "Lin et al., ICCV 2017", "softmax focal loss")
