@@ -215,6 +215,50 @@ def test_ce_drw_normalisation_of_the_reweighted_sum(weighted_mean):
     torch.testing.assert_close(loss(logits, labels, weight=w), expected)
 
 
+def test_crt_official_variant_keeps_the_classifier_and_updates_bn_stats(
+    first_stage, tmp_path, monkeypatch
+):
+    """INC's code: cRT starts from the first stage's classifier and re-estimates the frozen
+    backbone's BatchNorm statistics (train mode) while its weights stay fixed."""
+    from nclt import checkpoint as ckpt
+
+    cfg = _stage2(
+        "crt",
+        first_stage,
+        "--epochs",
+        "1",
+        "--set",
+        "method.args.crt.reinit=false",
+        "--set",
+        "method.args.crt.bn_stats=update",
+        "--out",
+        str(tmp_path / "crt_official"),
+    )
+    before = ckpt.load(first_stage / "last.pt")["model"]
+    seen = {}
+    real = runner.train_one_epoch
+
+    def spy(env, loader, *a, **k):
+        seen["head"] = env.model.head.weight.detach().clone()
+        seen["backbone_training"] = env.model.backbone.training
+        return real(env, loader, *a, **k)
+
+    monkeypatch.setattr(runner, "train_one_epoch", spy)
+    runner.train(cfg)
+    after = ckpt.load(tmp_path / "crt_official" / "last.pt")["model"]
+    assert torch.equal(seen["head"], before["head.weight"])  # not re-initialised
+    assert seen["backbone_training"] is True
+    for k, v in before.items():
+        if not k.startswith("backbone."):
+            continue
+        if "running_" in k:
+            assert not torch.equal(v, after[k]), k  # statistics re-estimated
+        elif v.is_floating_point():
+            assert torch.equal(v, after[k]), k  # weights frozen
+    with pytest.raises(ConfigError, match="bn_stats"):
+        build_method("crt", {"crt": {"bn_stats": "train"}}, _ctx())
+
+
 def test_stage2_resets_the_first_stage_eval_schedule_and_crt_weight_decay(tmp_path):
     """A first stage with a sparse test schedule and INC's wd 5e-3: cRT tests every epoch and
     trains the classifier without weight decay (INC's code); LWS keeps the first stage's."""

@@ -423,7 +423,9 @@ def build_training(run: Run) -> TrainSetup:
         channels_last=cfg.channels_last,
         on_nonfinite=cfg.on_nonfinite,
         post_step=list(run.method.post_step),
-        frozen=[run.model.backbone] if _backbone_frozen(run) else [],
+        frozen=[run.model.backbone]
+        if _backbone_frozen(run) and not run.method.update_frozen_bn
+        else [],
     )
     batch_gen = torch.Generator(device=run.device)
     if cfg.data.batch_augment:

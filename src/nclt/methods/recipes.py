@@ -52,6 +52,8 @@ class MethodParts:
     # second stages: parameter-name prefixes that train (all others frozen; None = all train)
     trainable: tuple[str, ...] | None = None
     reinit_head: bool = False  # do not take the head's weights from init_from
+    # second stages: a frozen backbone's BatchNorm statistics keep updating (train mode)
+    update_frozen_bn: bool = False
 
 
 @dataclass
@@ -100,6 +102,7 @@ class Method:
     post_step: list[Callable[[nn.Module], None]] = field(default_factory=list)
     trainable: tuple[str, ...] | None = None
     reinit_head: bool = False
+    update_frozen_bn: bool = False
 
 
 def split_name(name: str) -> list[str]:
@@ -215,6 +218,7 @@ def _merge(name: str, parts: list[MethodParts], resolved: dict[str, dict[str, An
         head_args.update(p.head_args)
     trainable = next((p.trainable for p in parts if p.trainable is not None), None)
     reinit = any(p.reinit_head for p in parts)
+    update_bn = any(p.update_frozen_bn for p in parts)
     return Method(
         name,
         Objective(terms),
@@ -228,6 +232,7 @@ def _merge(name: str, parts: list[MethodParts], resolved: dict[str, dict[str, An
         post_step,
         trainable,
         reinit,
+        update_bn,
     )
 
 
@@ -531,12 +536,21 @@ _DECOUPLE = "Kang et al., ICLR 2020 (decoupling)"
     _DECOUPLE,
     "second stage: re-train a fresh classifier on the frozen backbone, class-balanced",
 )
-def _crt(ctx: BuildContext) -> MethodParts:
+def _crt(
+    ctx: BuildContext, reinit: bool = True, bn_stats: Literal["frozen", "update"] = "frozen"
+) -> MethodParts:
+    """cRT as Kang et al. describe it: a fresh classifier (``reinit``) on the frozen backbone,
+    whose BatchNorm statistics stay the first stage's (``bn_stats: frozen``). INC's official
+    code keeps the first-stage classifier (``reinit: false``) and leaves the backbone in train
+    mode, re-estimating the statistics under class-balanced sampling (``bn_stats: update``)."""
+    if bn_stats not in ("frozen", "update"):
+        raise ConfigError(f"crt: bn_stats must be 'frozen' or 'update', got {bn_stats!r}")
     return MethodParts(
         [_logit_term("ce", "ce", ctx)],
         sampler="class_balanced",
         trainable=("head.",),
-        reinit_head=True,
+        reinit_head=reinit,
+        update_frozen_bn=bn_stats == "update",
     )
 
 
