@@ -359,3 +359,34 @@ def test_inc_center_loss_variant_of_table_7():
     names = [t.name for t in m.objective.terms]
     assert names == ["ce", "inc"]
     assert any(p.requires_grad for p in m.objective.parameters())  # learnable centres
+
+
+def test_inc_official_centre_optimizer():
+    """centre_lr: the centres take plain SGD steps of centre_lr * grad / lambda_w (INC's code:
+    grad divided by lambda_1, SGD at --alpha), outside the lr schedule, without momentum or
+    weight decay, while the network keeps its own settings."""
+    from nclt.methods.schedules import Progress
+    from nclt.optim import build_optimizer, set_lr
+
+    args = {"centres": "learnable", "centre_lr": 0.5, "lambda_w": 0.01, "lambda_b": 0.1}
+    m = build_method("inc-drw", {"inc-drw": args}, _ctx(d=8))
+    net = torch.nn.Linear(4, 8)
+    opt = build_optimizer([net, m.objective], 0.1, 0.9, 5e-3, separate=m.objective_optim)
+    net_group, centre_group = opt.param_groups
+    assert (centre_group["momentum"], centre_group["weight_decay"]) == (0.0, 0.0)
+    set_lr(opt, 1e-3)  # a scheduled lr reaches the network only
+    assert net_group["lr"] == 1e-3 and centre_group["lr"] == pytest.approx(50.0)
+    torch.manual_seed(0)
+    features = net(torch.randn(32, 4))
+    labels = torch.arange(32) % 10
+    ctx = {"features": features, "labels": labels, "logits": torch.randn(32, 10)}
+    out = m.objective(ctx, Progress(epoch=0, step=0, steps_per_epoch=1, epochs=10))
+    out.total.backward()
+    centres = [p for p in m.objective.parameters() if p.requires_grad]
+    before = [c.detach().clone() for c in centres]
+    grads = [c.grad.clone() for c in centres]
+    opt.step()
+    for c, b, g in zip(centres, before, grads, strict=True):
+        torch.testing.assert_close(c.detach(), b - 0.5 * g / 0.01)
+    with pytest.raises(ConfigError, match="centres: learnable"):
+        build_method("inc", {"inc": {"centre_lr": 0.5}}, _ctx())

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -18,15 +18,32 @@ def build_optimizer(
     momentum: float,
     weight_decay: float,
     nesterov: bool = False,
+    separate: dict[str, float] | None = None,
 ) -> torch.optim.SGD:
     """SGD with momentum and weight decay on every trainable parameter (as the papers' code).
 
     ``modules`` are the network and the objective: loss modules with parameters (learnable
     class centres of INC's code and of center loss) train with the network.
+    ``separate``: SGD settings for the parameters of ``modules[1:]`` (the objective's) when they
+    differ from the network's, e.g. ``{"fixed_lr": 50.0, "momentum": 0.0, "weight_decay": 0.0}``
+    for INC's official centre optimizer; a ``fixed_lr`` group ignores the lr schedule.
     """
-    params = [p for m in modules for p in m.parameters() if p.requires_grad]
+    params = [p for p in modules[0].parameters() if p.requires_grad]
+    rest = [p for m in modules[1:] for p in m.parameters() if p.requires_grad]
+    if separate is None:
+        params += rest
+        rest = []
+    groups: list[dict[str, Any]] = [{"params": params}]
+    if rest:
+        assert separate is not None
+        extra = dict(separate)
+        fixed = extra.pop("fixed_lr", None)
+        groups.append({"params": rest, **extra, **({"fixed_lr": fixed} if fixed else {})})
+        if fixed:
+            groups[-1]["lr"] = fixed
+    groups = [g for g in groups if g["params"]]
     return torch.optim.SGD(
-        params, lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov
+        groups, lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov
     )
 
 
@@ -63,4 +80,5 @@ class LRSchedule:
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
     for group in optimizer.param_groups:
-        group["lr"] = lr * group.get("lr_scale", 1.0)
+        fixed = group.get("fixed_lr")
+        group["lr"] = fixed if fixed is not None else lr * group.get("lr_scale", 1.0)

@@ -396,6 +396,7 @@ def build_training(run: Run) -> TrainSetup:
             cfg.optim.momentum,
             cfg.optim.weight_decay,
             cfg.optim.nesterov,
+            run.method.objective_optim,
         )
         if trains
         else None

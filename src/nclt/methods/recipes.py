@@ -54,6 +54,9 @@ class MethodParts:
     reinit_head: bool = False  # do not take the head's weights from init_from
     # second stages: a frozen backbone's BatchNorm statistics keep updating (train mode)
     update_frozen_bn: bool = False
+    # SGD settings of the objective's own parameters (learnable centres) when they differ from
+    # the network's: {"fixed_lr", "momentum", "weight_decay"}; None = train with the network
+    objective_optim: dict[str, float] | None = None
 
 
 @dataclass
@@ -103,6 +106,7 @@ class Method:
     trainable: tuple[str, ...] | None = None
     reinit_head: bool = False
     update_frozen_bn: bool = False
+    objective_optim: dict[str, float] | None = None
 
 
 def split_name(name: str) -> list[str]:
@@ -219,6 +223,7 @@ def _merge(name: str, parts: list[MethodParts], resolved: dict[str, dict[str, An
     trainable = next((p.trainable for p in parts if p.trainable is not None), None)
     reinit = any(p.reinit_head for p in parts)
     update_bn = any(p.update_frozen_bn for p in parts)
+    objective_optim = next((p.objective_optim for p in parts if p.objective_optim), None)
     return Method(
         name,
         Objective(terms),
@@ -233,6 +238,7 @@ def _merge(name: str, parts: list[MethodParts], resolved: dict[str, dict[str, An
         trainable,
         reinit,
         update_bn,
+        objective_optim,
     )
 
 
@@ -437,10 +443,23 @@ def _inc(
     counts: str = "batch",
     class_reduction: str = "sum",
     within: str = "inc_within",
+    centre_lr: float | None = None,
 ) -> MethodParts:
-    return MethodParts(
-        _inc_terms(ctx, lambda_w, lambda_b, start_epoch, centres, counts, class_reduction, within)
+    """``centre_lr``: INC's official optimizer for learnable centres (``centres: learnable``):
+    their gradient is divided by lambda_w and they take plain SGD steps at this constant rate
+    (0.5 in the code: ``--alpha``), without momentum, weight decay or the lr schedule. None:
+    they train with the network's optimizer."""
+    terms = _inc_terms(
+        ctx, lambda_w, lambda_b, start_epoch, centres, counts, class_reduction, within
     )
+    if centre_lr is None:
+        return MethodParts(terms)
+    if centres != "learnable":
+        raise ConfigError("inc: centre_lr applies to learnable centres; set centres: learnable")
+    if centre_lr <= 0 or lambda_w <= 0:
+        raise ConfigError(f"inc: centre_lr and lambda_w must be > 0, got {centre_lr}, {lambda_w}")
+    optim = {"fixed_lr": centre_lr / lambda_w, "momentum": 0.0, "weight_decay": 0.0}
+    return MethodParts(terms, objective_optim=optim)
 
 
 component("+inc", "addon", _INC, "INC regularizers L_W (Eq. 13) and L_B (Eq. 15)")(_inc)
@@ -456,8 +475,11 @@ def _inc_base(
     counts: str = "batch",
     class_reduction: str = "sum",
     within: str = "inc_within",
+    centre_lr: float | None = None,
 ) -> MethodParts:
-    parts = _inc(ctx, lambda_w, lambda_b, start_epoch, centres, counts, class_reduction, within)
+    parts = _inc(
+        ctx, lambda_w, lambda_b, start_epoch, centres, counts, class_reduction, within, centre_lr
+    )
     parts.terms.insert(0, _logit_term("ce", "ce", ctx))
     return parts
 
@@ -474,9 +496,10 @@ def _inc_drw(
     drw_epoch: int | None = None,
     beta: float = 0.9999,
     within: str = "inc_within",
+    centre_lr: float | None = None,
 ) -> MethodParts:
     parts = _inc_base(
-        ctx, lambda_w, lambda_b, start_epoch, centres, counts, class_reduction, within
+        ctx, lambda_w, lambda_b, start_epoch, centres, counts, class_reduction, within, centre_lr
     )
     parts.schedules.update(_drw_switch(ctx, drw_epoch, beta))
     return parts
