@@ -30,17 +30,14 @@ def build_optimizer(
     """
     params = [p for p in modules[0].parameters() if p.requires_grad]
     rest = [p for m in modules[1:] for p in m.parameters() if p.requires_grad]
+    groups: list[dict[str, Any]] = [{"params": params}]
     if separate is None:
         params += rest
-        rest = []
-    groups: list[dict[str, Any]] = [{"params": params}]
-    if rest:
-        assert separate is not None
-        extra = dict(separate)
-        fixed = extra.pop("fixed_lr", None)
-        groups.append({"params": rest, **extra, **({"fixed_lr": fixed} if fixed else {})})
-        if fixed:
-            groups[-1]["lr"] = fixed
+    elif rest:
+        group = {"params": rest, **separate}
+        if "fixed_lr" in group:
+            group["lr"] = group["fixed_lr"]
+        groups.append(group)
     groups = [g for g in groups if g["params"]]
     return torch.optim.SGD(
         groups, lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov

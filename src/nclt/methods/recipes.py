@@ -566,8 +566,6 @@ def _crt(
     whose BatchNorm statistics stay the first stage's (``bn_stats: frozen``). INC's official
     code keeps the first-stage classifier (``reinit: false``) and leaves the backbone in train
     mode, re-estimating the statistics under class-balanced sampling (``bn_stats: update``)."""
-    if bn_stats not in ("frozen", "update"):
-        raise ConfigError(f"crt: bn_stats must be 'frozen' or 'update', got {bn_stats!r}")
     return MethodParts(
         [_logit_term("ce", "ce", ctx)],
         sampler="class_balanced",
