@@ -174,6 +174,20 @@ def test_table_means_differences_offset_missing(results):
     assert "- IF 100 (" in text and "bcl" in text.split("### Missing rows")[1]
 
 
+def test_wall_time_of_a_run_resumed_from_an_old_checkpoint_is_not_shown(results):
+    """A run that knows only part of its wall time (flagged, or older results whose wall time
+    is below their training time) shows "-" instead of a misleading figure."""
+    seed1 = row_dir(results, "ce", 100) / "seed1" / "results.json"
+    data = json.loads(seed1.read_text())
+    data["wall_seconds_partial"] = True
+    seed1.write_text(json.dumps(data))
+    assert "1h03m / -" in _line(build_report(results), "INC", "ce", 100.0).cells()
+    data.pop("wall_seconds_partial")
+    data["wall_seconds"] = data["seconds"] / 2  # unflagged but impossible: a resumed part only
+    seed1.write_text(json.dumps(data))
+    assert "1h03m / -" in _line(build_report(results), "INC", "ce", 100.0).cells()
+
+
 def test_known_basis_wins_over_default(results):
     """--basis last: ce (basis not said) compares the last epoch; LDAM-DRW (best) keeps best."""
     report = build_report(results, basis="last")

@@ -99,6 +99,26 @@ def test_resume_after_mid_epoch_crash_gives_identical_weights(tmp_path, monkeypa
         assert torch.equal(ref[k], got[k]), k
     rows = list(csv.DictReader((tmp_path / "crashed" / "metrics.csv").open()))
     assert [int(r["epoch"]) for r in rows] == [1, 2, 3, 4]
+    # the wall time counts the epochs of the crashed process too, not only the resumed part
+    res = json.loads((tmp_path / "crashed" / "results.json").read_text())
+    walls = [float(r["wall_seconds"]) for r in rows]
+    assert all(w >= float(r["seconds"]) for w, r in zip(walls, rows, strict=True))
+    assert "wall_seconds_partial" not in res
+    assert res["wall_seconds"] >= sum(walls) * (1 - 1e-5)
+
+
+def test_resume_from_a_checkpoint_without_epoch_wall_times_flags_partial(tmp_path):
+    cfg = _cfg(tmp_path)
+    cfg.epochs = 2
+    runner.train(cfg)
+    state = ckpt.load(tmp_path / "run" / "last.pt")
+    for h in state["history"]:  # as written by nclt before it kept per-epoch wall times
+        del h["wall_seconds"]
+    ckpt.save_atomic(state, tmp_path / "run" / "last.pt")
+    cfg.epochs = 3
+    res = runner.train(cfg, resume=True)
+    assert res["wall_seconds_partial"] is True
+    assert res["wall_seconds"] > 0
 
 
 def test_resume_refuses_a_checkpoint_of_another_method(tmp_path):

@@ -360,8 +360,20 @@ class Measured:
 
     @property
     def wall_seconds(self) -> float | None:
-        """Mean wall-clock time of one run (epochs, evaluation, final metrics)."""
-        return mean_std([r.results.get("wall_seconds") for r in self.runs])[0]
+        """Mean wall-clock time of one run (epochs, evaluation, final metrics), resumed parts
+        included; None when a run does not know its whole time (resumed from a checkpoint
+        written before nclt kept per-epoch wall times: flagged ``wall_seconds_partial``, or
+        older results whose wall time is below their training time)."""
+        walls = []
+        for r in self.runs:
+            wall, train = r.results.get("wall_seconds"), r.results.get("seconds")
+            partial = r.results.get("wall_seconds_partial") or (
+                wall is not None and train is not None and wall < train
+            )
+            walls.append(None if partial else wall)
+        if any(w is None for w in walls):
+            return None
+        return mean_std(walls)[0]
 
     @property
     def mixup(self) -> bool | None:
@@ -649,8 +661,9 @@ class Report:
             f"Δ + offset < -{TOLERANCE:g}, i.e. it falls short of the paper by more than "
             "the offset plus one point. Time: mean per run of the training steps "
             "(results.json `seconds`) / the whole run (`wall_seconds`: with the "
-            "per-epoch evaluation; the last part only of a resumed run); a second "
-            "stage counts its own stage only."
+            "test evaluation, resumed parts included; \"-\" where a run was resumed from "
+            "a checkpoint older than nclt's per-epoch wall times); a second stage counts "
+            "its own stage only."
         )
         for key in self.papers:
             paper = PAPERS[key]

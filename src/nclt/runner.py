@@ -529,6 +529,7 @@ def _train(cfg: TrainConfig, resume: bool, stop: StopOnSignal) -> dict[str, Any]
     test: dict[str, Any] = {}
     last_test: dict[str, Any] | None = None  # the final weights' test accuracy, once measured
     for epoch in range(start_epoch, cfg.epochs):
+        t_epoch = time.perf_counter()
         # per-rank streams (augmentation, workers): ranks do not repeat each other's draws
         s = rank_seed(epoch_seed(cfg.seed, epoch), dist.rank())
         seed_all(s)
@@ -561,6 +562,8 @@ def _train(cfg: TrainConfig, resume: bool, stop: StopOnSignal) -> dict[str, Any]
                     f.write(json.dumps({"epoch": epoch + 1, **nc_tracker.per_class}) + "\n")
         if grad_probe is not None:
             row.update(grad_probe.finish())
+        # the whole epoch: training, test evaluation, NC tracking (not the checkpoint write)
+        row["wall_seconds"] = time.perf_counter() - t_epoch
         if test:
             row.update(
                 test_top1=test["top1"], many=test["many"], medium=test["medium"], few=test["few"]
@@ -582,7 +585,9 @@ def _train(cfg: TrainConfig, resume: bool, stop: StopOnSignal) -> dict[str, Any]
             log.info(_epoch_line(row, cfg.epochs))
         test = {}
 
+    t_final = time.perf_counter()
     final, nc = final_metrics(run, precision, test_loader, last_test)
+    t_final = time.perf_counter() - t_final
     if main and cfg.epochs == 0:  # a stage that trains nothing (tau-norm) still leaves a model
         ckpt.save_atomic(_checkpoint_state(run, optimizer, -1, best, history), out / "last.pt")
     seconds = sum(float(h["seconds"]) for h in history)  # training time, resumed parts too
@@ -604,7 +609,7 @@ def _train(cfg: TrainConfig, resume: bool, stop: StopOnSignal) -> dict[str, Any]
         "nc": nc,
         "class_counts": run.class_counts.tolist(),
         "seconds": seconds,
-        "wall_seconds": time.perf_counter() - t_run,
+        **_wall_seconds(history, time.perf_counter() - t_run, t_final),
         "images_per_second": images / seconds if seconds > 0 else None,
         "run_dir": str(out),
     }
@@ -613,6 +618,19 @@ def _train(cfg: TrainConfig, resume: bool, stop: StopOnSignal) -> dict[str, Any]
         if writer is not None:
             writer.close()
     return results
+
+
+def _wall_seconds(history: list[dict[str, Any]], process: float, final: float) -> dict[str, Any]:
+    """The run's wall-clock time, resumed parts included.
+
+    Each epoch's history row keeps its own wall time, so a run resumed any number of times
+    sums them (plus the final metrics of this process). A checkpoint written before that key
+    existed lacks it for its epochs: then only this process's time is known, flagged
+    ``wall_seconds_partial``.
+    """
+    if all("wall_seconds" in h for h in history):
+        return {"wall_seconds": sum(float(h["wall_seconds"]) for h in history) + final}
+    return {"wall_seconds": process, "wall_seconds_partial": True}
 
 
 def evaluates(cfg: TrainConfig, epoch: int) -> bool:
