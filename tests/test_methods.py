@@ -390,3 +390,26 @@ def test_inc_official_centre_optimizer():
         torch.testing.assert_close(c.detach(), b - 0.5 * g / 0.01)
     with pytest.raises(ConfigError, match="centres: learnable"):
         build_method("inc", {"inc": {"centre_lr": 0.5}}, _ctx())
+
+
+@pytest.mark.parametrize("method", ["etf-dr", "etf-ce", "ce+disa"])
+def test_etf_orientation_follows_the_run_seed_unless_fixed(method):
+    """Seeds 0, 1, 2 train three ETF orientations (Yang et al.'s code draws one per run);
+    ``seed: N`` pins it."""
+    def etf(run_seed: int, args: dict) -> torch.Tensor:
+        ctx = BuildContext(torch.tensor([100, 60, 30, 20, 10, 8, 6, 4, 3, 2]), 10, 64, 10,
+                           seed=run_seed)
+        m = build_method(method, args, ctx)
+        if method == "ce+disa":
+            loss = next(t.loss for t in m.objective.terms if t.name == "disa")
+            return loss.etf.clone()
+        assert m.head == "etf"
+        from nclt.geometry import simplex_etf
+
+        return simplex_etf(64, 10, seed=m.head_args["seed"])
+
+    a, b = etf(0, {}), etf(1, {})
+    assert not torch.allclose(a, b)
+    assert torch.equal(etf(1, {}), b)  # reproducible
+    name = method.split("+")[-1]
+    assert torch.equal(etf(0, {name: {"seed": 5}}), etf(1, {name: {"seed": 5}}))

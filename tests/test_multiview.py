@@ -332,3 +332,22 @@ def test_crt_after_bcl(tmp_path):
     for k, v in after.items():
         if k.startswith("backbone."):
             assert torch.equal(v, before[k]), k
+
+
+@pytest.mark.parametrize("method", ["allnc", "allnc++"])
+def test_allnc_gr_averages_over_n_as_eq_12_unless_asked(method):
+    """Default: (1/N) sum_i w_{y_i} CE_i per view (Eq. 12); gr_weighted_mean: true divides by
+    sum_i w_{y_i} (DisAlign's code)."""
+    ctx = _ctx()
+    w = ctx.class_counts.double() ** -1.0
+    w = w * len(w) / w.sum()
+    torch.manual_seed(0)
+    logits, labels = torch.randn(6, 2, 10, dtype=torch.float64), torch.tensor([0, 0, 1, 3, 9, 9])
+    ce = torch.stack(
+        [nn.functional.cross_entropy(logits[:, v], labels, reduction="none") for v in range(2)]
+    )  # (views, N)
+    for args, denom in (({}, len(labels)), ({"gr_weighted_mean": True}, w[labels].sum())):
+        m = build_method(method, {method: args}, ctx)
+        gr = next(t.loss for t in m.objective.terms if t.name == "gr")
+        ref = (ce * w[labels]).sum() / denom
+        assert torch.allclose(gr(logits, labels), ref, rtol=1e-12), args

@@ -134,7 +134,7 @@ PAPERS: dict[str, Paper] = {
             "Balanced contrastive learning (Zhu et al., CVPR 2022)",
             "papers/bcl-balanced-contrastive-learning.md",
             "ResNet-32, 200 epochs, batch 256, wd 5e-4, AutoAugment + Cutout, no MixUp (4.2)",
-            "not said",
+            "not said (BCL's ImageNet code keeps the best epoch)",
         ),
         Paper(
             "LDAM-DRW",

@@ -150,7 +150,9 @@ def build_run(cfg: TrainConfig) -> Run:
     if cfg.model.width is not None:
         bb_kwargs["width"] = cfg.model.width
     backbone = BACKBONES.build(cfg.model.arch, **bb_kwargs)
-    ctx = BuildContext(counts, train_set.num_classes, backbone.feature_dim, cfg.epochs)
+    ctx = BuildContext(
+        counts, train_set.num_classes, backbone.feature_dim, cfg.epochs, seed=cfg.seed
+    )
     method = build_method(cfg.method.name, cfg.method.args, ctx)
     head_kwargs = {
         "bias": cfg.model.head_bias,

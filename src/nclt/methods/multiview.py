@@ -364,7 +364,7 @@ def _allnc(
     gamma: float = 3.0,
     alpha: float = 1.0,
     rho: float = 1.0,
-    gr_weighted_mean: bool = True,
+    gr_weighted_mean: bool = False,
     eta_unit: str = "iteration",
     p2p_center: str = "sample",
     p2p_features: str = "backbone",
@@ -373,7 +373,11 @@ def _allnc(
     pred_hidden: int = 32,
     view: str = "randaugment",
 ) -> MethodParts:
-    """AllNC (Eq. 14, Algorithm 1). gamma: Table VI (3.0 at IF 100, 2.0 at IF 200)."""
+    """AllNC (Eq. 14, Algorithm 1). gamma: Table VI (3.0 at IF 100, 2.0 at IF 200).
+
+    gr_weighted_mean: False (default) averages GR over the N samples as Eq. 12 prints it;
+    True divides by the batch's summed class weights, as DisAlign's GR code does.
+    """
     return _allnc_parts(
         ctx,
         gamma,
@@ -401,7 +405,7 @@ def _allnc_pp(
     gamma: float = 3.0,
     alpha: float = 1.0,
     rho: float = 1.0,
-    gr_weighted_mean: bool = True,
+    gr_weighted_mean: bool = False,
     eta_unit: str = "iteration",
     p2p_center: str = "sample",
     p2p_features: str = "backbone",

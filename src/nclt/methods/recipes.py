@@ -34,6 +34,7 @@ class BuildContext:
     feature_dim: int
     epochs: int
     head: str | None = None  # the base method's head, set before add-ons are built
+    seed: int = 0  # the run's seed: default of the random ETF orientations
 
 
 @dataclass
@@ -376,17 +377,19 @@ _ETF = "Yang et al., NeurIPS 2022 (fixed ETF classifier), as DisA uses it"
 
 
 @component("etf-ce", "base", _ETF, "fixed simplex-ETF classifier (BatchNorm before it) with CE")
-def _etf_ce(ctx: BuildContext, seed: int = 0) -> MethodParts:
-    return MethodParts(
-        [_logit_term("ce", "ce", ctx)], head="etf", head_args={"normalize": False, "seed": seed}
-    )
+def _etf_ce(ctx: BuildContext, seed: int | None = None) -> MethodParts:
+    """seed: of the ETF's random rotation; None (default) takes the run's seed."""
+    head_args = {"normalize": False, "seed": ctx.seed if seed is None else seed}
+    return MethodParts([_logit_term("ce", "ce", ctx)], head="etf", head_args=head_args)
 
 
 @component("etf-dr", "base", _ETF, "fixed simplex-ETF classifier with the dot-regression loss")
-def _etf_dr(ctx: BuildContext, lengths: str = "batch", seed: int = 0) -> MethodParts:
+def _etf_dr(ctx: BuildContext, lengths: str = "batch", seed: int | None = None) -> MethodParts:
+    """seed: of the ETF's random rotation; None (default) takes the run's seed."""
     loss = LOSSES.build("dr", lengths=lengths, class_counts=ctx.class_counts)
     term = Term("dr", loss, ("head_features", "labels", "head_weight"))
-    return MethodParts([term], head="etf", head_args={"normalize": True, "seed": seed})
+    head_args = {"normalize": True, "seed": ctx.seed if seed is None else seed}
+    return MethodParts([term], head="etf", head_args=head_args)
 
 
 # ----------------------------------------------------------------------------- INC
@@ -521,11 +524,12 @@ def _disa(
     iterations: int = 100,
     gradient: str = "envelope",
     objective: str = "cost",
-    seed: int = 0,
+    seed: int | None = None,
 ) -> MethodParts:
-    """With a learnable classifier DisA aligns the backbone features with its own fixed ETF;
-    with a fixed-ETF head the ETF is both classifier and target (the head's features and
-    weight are used)."""
+    """With a learnable classifier DisA aligns the backbone features with its own fixed ETF
+    (its random rotation drawn from ``seed``; None, the default, takes the run's seed); with a
+    fixed-ETF head the ETF is both classifier and target (the head's features and weight are
+    used)."""
     if ctx.head == "etf":
         loss = LOSSES.build(
             "disa", epsilon=epsilon, iterations=iterations, gradient=gradient, objective=objective
@@ -540,7 +544,7 @@ def _disa(
             iterations=iterations,
             gradient=gradient,
             objective=objective,
-            seed=seed,
+            seed=ctx.seed if seed is None else seed,
         )
         term = Term("disa", loss, ("features",), weight)
     return MethodParts([term])

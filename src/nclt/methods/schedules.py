@@ -70,7 +70,7 @@ class StepWeight:
 
 @dataclass(frozen=True)
 class GBBNEta:
-    """AllNC's progressive decoupling: eta = 1 - (T / Tmax) ** gamma (AllNC Eq. 14).
+    """AllNC's progressive decoupling: eta = 1 - (T / Tmax) ** gamma (AllNC Eq. 13).
 
     AllNC calls T "the current iteration count" but Tmax "total epochs" (ERRATA). Both are
     taken in one unit: ``unit="iteration"`` (default) uses T = iterations done so far and
