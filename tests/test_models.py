@@ -79,3 +79,32 @@ def test_heads_are_initialised_as_the_ldam_drw_code():
     lin = HEADS.build("linear", feature_dim=4096, num_classes=100)
     # Kaiming normal: std sqrt(2 / fan_in)
     assert lin.weight.std().item() == pytest.approx((2 / 4096) ** 0.5, rel=0.05)
+
+
+@pytest.mark.parametrize("head_name", ["linear", "cosine", "etf"])
+def test_heads_run_in_float32_under_bf16_autocast(head_name):
+    """The backbone runs in bf16 under autocast; the heads (and extra heads) in float32, on the
+    bf16 features: their outputs equal a float32 evaluation of those features."""
+    torch.manual_seed(0)
+    bb = BACKBONES.build("resnet20")
+    head = HEADS.build(head_name, feature_dim=64, num_classes=10, scale=30.0)
+    extra = torch.nn.Linear(64, 8)
+    net = Network(bb, head, [0.5] * 3, [0.25] * 3, extra_heads={"proj": extra}).eval()
+    x = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = net(x)
+        feats_ag, logits_ag = net.embed(x)
+        raw = bb(net.normalize(x))
+    assert raw.dtype == torch.bfloat16  # autocast still applies to the backbone
+    assert out["logits"].dtype == torch.float32 and out["proj"].dtype == torch.float32
+    f = raw.float()
+    with torch.no_grad():
+        ref = head.classify(head.embed(f)) if head_name == "etf" else head(f)
+        assert torch.allclose(out["logits"], ref, rtol=1e-6, atol=1e-6)
+        assert torch.allclose(out["proj"], extra(f), rtol=1e-6, atol=1e-6)
+        assert torch.allclose(logits_ag, ref, rtol=1e-6, atol=1e-6)
+    # a bf16 head would round a scale-30 cosine logit to steps of ~0.1: visibly different
+    if head_name == "cosine":
+        with torch.autocast("cpu", dtype=torch.bfloat16), torch.no_grad():
+            coarse = head(raw)
+        assert (coarse.float() - ref).abs().max() > 1e-3

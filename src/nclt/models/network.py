@@ -59,21 +59,23 @@ class Network(nn.Module):
         n = views[0].shape[0]
         batch = views[0] if len(views) == 1 else torch.cat(views, dim=0)
         feats = self.backbone(self.normalize(batch))
-        out: dict[str, Tensor] = {"features": feats[:n]}
-        if hasattr(self.head, "embed"):  # heads that transform features before classifying
-            head_feats = self.head.embed(feats)
-            logits = self.head.classify(head_feats)
-            out["head_features"] = head_feats[:n]
-        else:
-            logits = self.head(feats)
-        out.update(logits=logits[:n], head_weight=self.head.weight)
-        per_view = feats
-        if len(views) > 1:
-            per_view = feats.view(len(views), n, -1).transpose(0, 1)
-            out["view_features"] = per_view
-            out["view_logits"] = logits.view(len(views), n, -1).transpose(0, 1)
-        for name, extra in self.extra_heads.items():
-            out[name] = extra(per_view)
+        with _full_precision(feats):
+            feats = feats.float()
+            out: dict[str, Tensor] = {"features": feats[:n]}
+            if hasattr(self.head, "embed"):  # heads that transform features before classifying
+                head_feats = self.head.embed(feats)
+                logits = self.head.classify(head_feats)
+                out["head_features"] = head_feats[:n]
+            else:
+                logits = self.head(feats)
+            out.update(logits=logits[:n], head_weight=self.head.weight)
+            per_view = feats
+            if len(views) > 1:
+                per_view = feats.view(len(views), n, -1).transpose(0, 1)
+                out["view_features"] = per_view
+                out["view_logits"] = logits.view(len(views), n, -1).transpose(0, 1)
+            for name, extra in self.extra_heads.items():
+                out[name] = extra(per_view)
         return out
 
     @torch.no_grad()
@@ -85,7 +87,20 @@ class Network(nn.Module):
         classifier with the features it actually classifies.
         """
         feats = self.backbone(self.normalize(x))
-        if hasattr(self.head, "embed"):
-            feats = self.head.embed(feats)
-            return feats, self.head.classify(feats)
-        return feats, self.head(feats)
+        with _full_precision(feats):
+            feats = feats.float()
+            if hasattr(self.head, "embed"):
+                feats = self.head.embed(feats)
+                return feats, self.head.classify(feats)
+            return feats, self.head(feats)
+
+
+def _full_precision(t: Tensor) -> torch.autocast:
+    """Autocast off: the heads (classifier, ETF BatchNorm, projection MLPs) run in float32.
+
+    Under bf16 autocast the backbone's features come out in bf16 (8-bit mantissa). The heads
+    cost well under 1% of a step, but in bf16 their outputs are coarse where it matters: a
+    cosine logit near 1 moves in steps of 2^-8, which a scale of 30 (LDAM, BCL) turns into
+    steps of ~0.12 in the logits. In float32 the only rounding left is that of the features.
+    """
+    return torch.autocast(t.device.type, enabled=False)
