@@ -396,9 +396,11 @@ def test_inc_official_centre_optimizer():
 def test_etf_orientation_follows_the_run_seed_unless_fixed(method):
     """Seeds 0, 1, 2 train three ETF orientations (Yang et al.'s code draws one per run);
     ``seed: N`` pins it."""
+
     def etf(run_seed: int, args: dict) -> torch.Tensor:
-        ctx = BuildContext(torch.tensor([100, 60, 30, 20, 10, 8, 6, 4, 3, 2]), 10, 64, 10,
-                           seed=run_seed)
+        ctx = BuildContext(
+            torch.tensor([100, 60, 30, 20, 10, 8, 6, 4, 3, 2]), 10, 64, 10, seed=run_seed
+        )
         m = build_method(method, args, ctx)
         if method == "ce+disa":
             loss = next(t.loss for t in m.objective.terms if t.name == "disa")

@@ -97,6 +97,7 @@ def test_heads_run_in_float32_under_bf16_autocast(head_name):
         raw = bb(net.normalize(x))
     assert raw.dtype == torch.bfloat16  # autocast still applies to the backbone
     assert out["logits"].dtype == torch.float32 and out["proj"].dtype == torch.float32
+    assert feats_ag.dtype == torch.float32
     f = raw.float()
     with torch.no_grad():
         ref = head.classify(head.embed(f)) if head_name == "etf" else head(f)

@@ -39,7 +39,15 @@ def _fake_run(
         "many": last + 5,
         "medium": last - 20,
         "few": None,
-        "best": {"epoch": 190, "top1": best, "many": best + 5, "medium": best - 20, "few": None},
+        "best": {
+            "epoch": 190,
+            "top1": best,
+            "many": best + 5,
+            "medium": best - 20,
+            "few": None,
+            "per_class": [best + d for d in (4, 3, 2, 1, 0, 0, -1, -2, -3, -4)],
+        },
+        "class_counts": [5000, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50],
         "last": {"top1": last, "many": last + 5, "medium": last - 20, "few": None},
         "nc": {"nc1": 0.5},
         "seconds": seconds,
@@ -236,6 +244,11 @@ def test_markdown_between_markers_and_idempotent(results, tmp_path, capsys):
         assert f"### {paper}: " in inside
     assert "| `ce` | CE | 100 | no | 70.4 | 68.50 ± 0.71 | 67.50 ± 0.71 | -1.90 |" in inside
     assert "### Missing rows" in inside and "**needs investigation**" in inside
+    # one per-class figure per imbalance factor with runs (IF 100 here), linked from the doc
+    png = tmp_path / "figures" / "per_class_IF100.png"
+    assert "![per-class accuracy, IF 100](figures/per_class_IF100.png)" in inside
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert sorted(p.name for p in png.parent.iterdir()) == ["per_class_IF100.png"]
     assert main(args) == 0  # a second run changes nothing
     assert f"unchanged: {doc}" in capsys.readouterr().out
     assert doc.read_text() == text
@@ -246,6 +259,7 @@ def test_markdown_refusals(results, tmp_path, capsys):
     bare.write_text("# no markers\n")
     assert main(["reproduce", "--results", str(results), "--markdown", "--doc", str(bare)]) == 2
     assert "markers" in capsys.readouterr().err and bare.read_text() == "# no markers\n"
+    assert not (tmp_path / "figures").exists()  # refused before any figure is written
     doc = _doc(tmp_path / "d.md")
     assert main(["reproduce", "--markdown", "--doc", str(doc), "--table", "BCL"]) == 2
     assert main(["reproduce", "--table", "nope"]) == 2

@@ -349,7 +349,11 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         print("\n## Commands for the missing rows\n")
         print(reproduce.commands(report.missing), end="")
     if args.markdown:
-        changed = reproduce.write_markdown(args.doc, text)
+        reproduce.check_doc(args.doc)  # before writing any figure next to it
+        figures = reproduce.per_class_figures(report, Path(args.doc).parent / "figures")
+        changed = reproduce.write_markdown(
+            args.doc, text + reproduce.figures_block(figures, args.doc)
+        )
         print(f"\n{'wrote' if changed else 'unchanged:'} {args.doc}")
     return 0
 

@@ -401,6 +401,41 @@ def bars_side_by_side(
     return _save(fig, path)
 
 
+def per_class_lines(
+    curves: dict[str, Sequence[float]],
+    counts: Sequence[int],
+    path: Path,
+    title: str = "",
+) -> Path:
+    """Per-class test accuracy of several runs, classes head to tail (one line per run).
+
+    ``curves[label]`` holds one accuracy per class in the order of ``counts`` (the training
+    images per class, printed under each class index).
+    """
+    order = np.argsort(-np.asarray(counts), kind="stable")
+    k = len(order)
+    fig = Figure(figsize=(max(5.6, 0.45 * min(k, TICKS_MAX) + 2.0), 3.8))
+    ax = fig.add_subplot()
+    cmap = _class_cmap(max(len(curves), 1))
+    for i, (label, acc) in enumerate(curves.items()):
+        y = np.array([np.nan if a is None else a for a in acc], dtype=np.float64)[order]
+        ax.plot(np.arange(k), y, marker="o", ms=3, lw=1.4, color=cmap(i), label=label)
+    if k <= TICKS_MAX:
+        ax.set_xticks(np.arange(k))
+        ax.set_xticklabels([f"{c}\n{counts[c]}" for c in order], fontsize=7)
+        ax.set_xlabel("class (index, training images), head to tail")
+    else:
+        ax.set_xlabel("classes, head to tail")
+    ax.set_ylim(-3, 103)
+    ax.set_ylabel("test accuracy (%)")
+    if title:
+        ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower left")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
 __all__ = [
     "accuracy_vs_size",
     "align_matrix",
@@ -414,5 +449,6 @@ __all__ = [
     "etf_angle_deg",
     "norms_by_class_size",
     "pairwise_angles_deg",
+    "per_class_lines",
     "transport_plan",
 ]
