@@ -330,3 +330,36 @@ def test_collect_seed_folders_and_checks(tmp_path):
     collect(stage2, "inc_drw_crt", 100, res)
     report = build_report(res, paper="INC")
     assert _line(report, "INC", "inc_drw_crt", 100.0).ours == pytest.approx(81.0)
+
+
+def test_nc_section_means_over_seeds_and_names_the_settings(results):
+    # seed 1 of ce gets other NC values and settings: mean ± sample std, settings flagged
+    for seed, nc1, duality, global_mean in ((0, 0.2, 0.5, "class"), (1, 0.4, 0.7, "sample")):
+        path = row_dir(results, "ce", 100) / f"seed{seed}" / "results.json"
+        res = json.loads(path.read_text())
+        res["nc"] = {
+            "nc1": nc1,
+            "self_duality": duality,
+            "nc4": 0.9,
+            "global_mean": global_mean,
+            "within": "sample",
+            "center_w": True,
+        }
+        path.write_text(json.dumps(res))
+    text = build_report(results).render()
+    section = text.split("### Neural collapse of our runs")[1].split("### Missing rows")[0]
+    std = statistics.stdev([0.2, 0.4])
+    # columns: row IF seeds NC1 equinorm_mu equiangular_mu max-angle_mu equinorm_W
+    # equiangular_W self-duality NC4; a metric no run recorded is "-"
+    assert (
+        f"| `ce` | 100 | 2 | 0.300 ± {std:.3f} | - | - | - | - | - | 0.600 ± {std:.3f} | "
+        "0.900 ± 0.000 |" in section
+    )
+    assert "| `ldam_drw` | 100 | 1 | 0.500 | - |" in section
+    assert section.index("`ce`") < section.index("`ldam_drw`")
+    assert "global mean: the mean of the class means / the sample mean (differs" in section
+    assert "Σ_W averaged: over samples," in section and "centred: yes." in section
+
+
+def test_nc_section_absent_without_runs(tmp_path):
+    assert "Neural collapse of our runs" not in build_report(tmp_path / "empty").render()

@@ -590,6 +590,83 @@ HEADER = [
 ]
 
 
+# (results.json ``nc`` key, column title): training features at the last epoch
+NC_COLUMNS = (
+    ("nc1", "NC1"),
+    ("equinorm_means", "equinorm μ"),
+    ("equiangular_means", "equiangular μ"),
+    ("maxangle_means", "max-angle μ"),
+    ("equinorm_w", "equinorm W"),
+    ("equiangular_w", "equiangular W"),
+    ("self_duality", "self-duality"),
+    ("nc4", "NC4"),
+)
+# the settings a results.json ``nc`` records, and how the NC section names them
+NC_SETTINGS = (
+    ("global_mean", "global mean"),
+    ("within", "Σ_W averaged"),
+    ("center_w", "classifier rows centred"),
+)
+NC_VALUES = {
+    ("global_mean", "class"): "the mean of the class means",
+    ("global_mean", "sample"): "the sample mean",
+    ("within", "sample"): "over samples",
+    ("within", "class"): "per class, then over classes",
+    ("center_w", "True"): "yes",
+    ("center_w", "False"): "no (raw W)",
+}
+
+
+def _nc_cell(values: list[Any]) -> str:
+    mean, std, _ = mean_std(values)
+    if mean is None:
+        return "-"
+    return f"{mean:.3f}" if std is None else f"{mean:.3f} ± {std:.3f}"
+
+
+def nc_section(found: dict[tuple[str, float], Measured]) -> str:
+    """Markdown: the neural-collapse metrics of every measured row (mean over its seeds of
+    the training features' metrics at the last epoch, results.json ``nc``), IF 100 first,
+    then the rows by name. Empty when nothing was measured."""
+    if not found:
+        return ""
+    keys = sorted(
+        found, key=lambda k: (IF_ORDER.index(k[1]) if k[1] in IF_ORDER else 99, k[1], k[0])
+    )
+    rows = []
+    settings: dict[str, set[str]] = {name: set() for name, _ in NC_SETTINGS}
+    for key in keys:
+        m = found[key]
+        ncs = [r.results.get("nc") or {} for r in m.runs]
+        for nc in ncs:
+            for name, _ in NC_SETTINGS:
+                if name in nc:
+                    value = str(nc[name])
+                    settings[name].add(NC_VALUES.get((name, value), value))
+        rows.append(
+            [f"`{key[0]}`", f"{key[1]:g}", str(len(m.runs))]
+            + [_nc_cell([nc.get(name) for nc in ncs]) for name, _ in NC_COLUMNS]
+        )
+    said = ", ".join(
+        f"{title}: {' / '.join(sorted(settings[name])) or 'not recorded'}"
+        + (" (differs between runs: see each results.json)" if len(settings[name]) > 1 else "")
+        for name, title in NC_SETTINGS
+    )
+    return "\n".join(
+        [
+            "### Neural collapse of our runs",
+            "",
+            "The geometry each row ends with: metrics of the training features at the last "
+            "epoch (results.json `nc`; definitions in docs/METRICS.md), mean over seeds "
+            "(± sample std). Every column is 0 under exact collapse except NC4, the share of "
+            "training samples whose classifier prediction is the nearest class mean (1 under "
+            f"collapse). Settings: {said}.",
+            "",
+            _markdown_table(["row", "IF", "seeds"] + [t for _, t in NC_COLUMNS], rows),
+        ]
+    )
+
+
 def _markdown_table(header: list[str], rows: list[list[str]]) -> str:
     def esc(c: str) -> str:
         return c.replace("|", "\\|")
@@ -681,6 +758,9 @@ class Report:
             out.append(_markdown_table(HEADER, rows))
             if notes:
                 out += ["", "Notes: " + "; ".join(dict.fromkeys(notes)) + "."]
+        nc = nc_section(self.found)
+        if nc:
+            out += ["", nc]
         out += ["", "### Missing rows", ""]
         missing = self.missing
         if not missing:
