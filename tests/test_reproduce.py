@@ -19,6 +19,7 @@ from nclt.reproduce import (
     build_report,
     collect,
     configs_dir,
+    per_class_figures,
     published,
     row_dir,
 )
@@ -363,3 +364,12 @@ def test_nc_section_means_over_seeds_and_names_the_settings(results):
 
 def test_nc_section_absent_without_runs(tmp_path):
     assert "Neural collapse of our runs" not in build_report(tmp_path / "empty").render()
+
+
+def test_a_factor_outside_the_papers_gets_its_figure_and_nc_row_last(results, tmp_path):
+    _fake_run(row_dir(results, "ce", 20), "ce", 0, best=80.0, last=79.0, imbalance=20.0)
+    report = build_report(results)
+    paths = per_class_figures(report, tmp_path / "figs")
+    assert list(paths) == [100.0, 20.0]  # the papers' factors first, then the others
+    section = report.render().split("### Neural collapse of our runs")[1]
+    assert section.index("| `ldam_drw` | 100 |") < section.index("| `ce` | 20 |")

@@ -37,6 +37,13 @@ DATASET = "cifar10"
 RUN_FILES = ("results.json", "metrics.csv", "config.yaml")
 #: imbalance factors in the order the tables show them (IF 100 is the issue's first target).
 IF_ORDER = (100.0, 50.0, 10.0, 200.0)
+
+
+def if_rank(imbalance: float) -> tuple[int, float]:
+    """Sort key of an imbalance factor: the papers' order (IF_ORDER), then any other factor."""
+    return (IF_ORDER.index(imbalance), 0.0) if imbalance in IF_ORDER else (len(IF_ORDER), imbalance)
+
+
 MARK_START = "<!-- tables:start -->"
 MARK_END = "<!-- tables:end -->"
 #: points of slack above the JPEG offset before a gap "needs investigation".
@@ -490,10 +497,10 @@ def jpeg_offsets(found: dict[tuple[str, float], Measured], basis: str) -> dict[f
     return out
 
 
-def _pm(mean: float | None, std: float | None) -> str:
+def _pm(mean: float | None, std: float | None, digits: int = 2) -> str:
     if mean is None:
         return "-"
-    return f"{mean:.2f}" if std is None else f"{mean:.2f} ± {std:.2f}"
+    return f"{mean:.{digits}f}" + ("" if std is None else f" ± {std:.{digits}f}")
 
 
 def _duration(seconds: float | None) -> str:
@@ -617,22 +624,13 @@ NC_VALUES = {
 }
 
 
-def _nc_cell(values: list[Any]) -> str:
-    mean, std, _ = mean_std(values)
-    if mean is None:
-        return "-"
-    return f"{mean:.3f}" if std is None else f"{mean:.3f} ± {std:.3f}"
-
-
 def nc_section(found: dict[tuple[str, float], Measured]) -> str:
     """Markdown: the neural-collapse metrics of every measured row (mean over its seeds of
     the training features' metrics at the last epoch, results.json ``nc``), IF 100 first,
     then the rows by name. Empty when nothing was measured."""
     if not found:
         return ""
-    keys = sorted(
-        found, key=lambda k: (IF_ORDER.index(k[1]) if k[1] in IF_ORDER else 99, k[1], k[0])
-    )
+    keys = sorted(found, key=lambda k: (if_rank(k[1]), k[0]))
     rows = []
     settings: dict[str, set[str]] = {name: set() for name, _ in NC_SETTINGS}
     for key in keys:
@@ -643,10 +641,11 @@ def nc_section(found: dict[tuple[str, float], Measured]) -> str:
                 if name in nc:
                     value = str(nc[name])
                     settings[name].add(NC_VALUES.get((name, value), value))
-        rows.append(
-            [f"`{key[0]}`", f"{key[1]:g}", str(len(m.runs))]
-            + [_nc_cell([nc.get(name) for nc in ncs]) for name, _ in NC_COLUMNS]
-        )
+        cells = []
+        for name, _ in NC_COLUMNS:
+            mean, std, _n = mean_std([nc.get(name) for nc in ncs])
+            cells.append(_pm(mean, std, digits=3))
+        rows.append([f"`{key[0]}`", f"{key[1]:g}", str(len(m.runs)), *cells])
     said = ", ".join(
         f"{title}: {' / '.join(sorted(settings[name])) or 'not recorded'}"
         + (" (differs between runs: see each results.json)" if len(settings[name]) > 1 else "")
@@ -708,7 +707,7 @@ class Report:
         pub = {(p.row, p.imbalance) for p in PUBLISHED}
         return sorted(
             (k for k in self.found if k not in pub),
-            key=lambda k: (IF_ORDER.index(k[1]) if k[1] in IF_ORDER else 99, k[0]),
+            key=lambda k: (if_rank(k[1]), k[0]),
         )
 
     def render(self) -> str:
@@ -850,7 +849,7 @@ def per_class_figures(report: Report, out_dir: str | Path) -> dict[float, Path]:
         counts.setdefault(imbalance, list(m.runs[0].results.get("class_counts") or []))
     out_dir = Path(out_dir)
     paths: dict[float, Path] = {}
-    for imbalance in sorted(by_if, key=IF_ORDER.index):
+    for imbalance in sorted(by_if, key=if_rank):
         if len(counts[imbalance]) != len(next(iter(by_if[imbalance].values()))):
             continue  # results without class_counts: nothing to order the classes by
         out_dir.mkdir(parents=True, exist_ok=True)
