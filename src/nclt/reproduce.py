@@ -821,7 +821,7 @@ def build_report(
     papers = [paper_key(paper)] if paper else list(PAPERS)
     lines: dict[str, list[Line]] = {}
     for key in papers:
-        entries = sorted(published(key), key=lambda p: IF_ORDER.index(p.imbalance))
+        entries = sorted(published(key), key=lambda p: if_rank(p.imbalance))
         lines[key] = [
             Line(p, found.get((p.row, p.imbalance)), p.epoch_basis or basis, offsets[p.imbalance])
             for p in entries
