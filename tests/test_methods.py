@@ -415,3 +415,44 @@ def test_etf_orientation_follows_the_run_seed_unless_fixed(method):
     assert torch.equal(etf(1, {}), b)  # reproducible
     name = method.split("+")[-1]
     assert torch.equal(etf(0, {name: {"seed": 5}}), etf(1, {name: {"seed": 5}}))
+
+
+def test_fixed_head_stays_at_its_initialization_and_crt_retrains_it(tmp_path):
+    """model.head_trainable=false (the official DisA CIFAR script gives only the backbone to
+    SGD): the classifier keeps its seeded initialization while the backbone trains; a cRT
+    stage on that run trains the classifier again."""
+    from nclt import checkpoint as ckpt
+
+    out = tmp_path / "fixed_head"
+    args = build_parser().parse_args(
+        [
+            "train",
+            "--method",
+            "ce+disa",
+            "--epochs",
+            "2",
+            "--out",
+            str(out),
+            "--set",
+            "progress=false",
+            "--set",
+            "model.head_trainable=false",
+            "--set",
+            "method.args.disa.standardize=true",
+        ]
+    )
+    cfg = config_from_args(args)
+    init = {k: v.clone() for k, v in runner.build_run(cfg).model.state_dict().items()}
+    runner.train(cfg)
+    after = ckpt.load(out / "last.pt")["model"]
+    assert torch.equal(after["head.weight"], init["head.weight"])
+    assert torch.equal(after["head.bias"], init["head.bias"])
+    changed = [
+        k
+        for k, v in init.items()
+        if k.startswith("backbone.") and v.is_floating_point() and not torch.equal(v, after[k])
+    ]
+    assert changed  # the backbone did train
+    runner.train(_stage2("crt", out, "--epochs", "1", "--set", "method.args.crt.reinit=false"))
+    crt = ckpt.load(out / "stage2_crt" / "last.pt")["model"]
+    assert not torch.equal(crt["head.weight"], init["head.weight"])

@@ -55,6 +55,9 @@ class ModelConfig:
     head: str = "linear"  # linear | cosine
     head_bias: bool = True
     head_scale: float = 1.0  # logit scale of the cosine head
+    # False: the head keeps its initialization and is never trained (a fixed random
+    # classifier; the official DisA CIFAR script gives only the backbone to SGD)
+    head_trainable: bool = True
 
 
 @dataclass

@@ -22,6 +22,7 @@ from nclt import dist
 from nclt.errors import NonFiniteLossError
 from nclt.methods.objective import LossOutput, Objective
 from nclt.methods.schedules import Progress, Schedule
+from nclt.models.network import upcast_low_precision
 from nclt.optim import set_lr
 
 log = logging.getLogger("nclt")
@@ -72,9 +73,7 @@ class TrainEnv:
 def loss_dtype(v: Any) -> Any:
     """Network outputs for the losses: float16 / bfloat16 (autocast) become float32; float32
     and float64 stay as they are."""
-    if isinstance(v, Tensor) and v.dtype in (torch.float16, torch.bfloat16):
-        return v.float()
-    return v
+    return upcast_low_precision(v) if isinstance(v, Tensor) else v
 
 
 class TrainStep(nn.Module):

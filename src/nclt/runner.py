@@ -178,6 +178,8 @@ def build_run(cfg: TrainConfig) -> Run:
                 f"views {method.views}"
             )
         train_set.views = [make_view(v, cfg.data.dataset) for v in method.views]
+    if not cfg.model.head_trainable:  # a second stage's `trainable` prefixes override this
+        head.requires_grad_(False)
     model = Network(backbone, head, train_set.mean, train_set.std, method.extra_heads)
     model = model.to(device)
     if cfg.sync_bn and dist.is_dist():  # BatchNorm over the global batch (CPU too)

@@ -64,6 +64,8 @@ def _cases() -> list[tuple[str, str, dict[str, Any]]]:
             cases.append((name, name, {name: SMALL[name]} if name in SMALL else {}))
     cases += [
         ("etf-dr+disa", "etf-dr+disa", {}),  # DisA on the fixed-ETF head's features
+        # the official script's DisA: batch-standardized features (global batch statistics)
+        ("ce+disa-code", "ce+disa", {"disa": {"standardize": True, "gradient": "unrolled"}}),
         ("inc-learnable", "inc", {"inc": {"centres": "learnable"}}),  # centres in the objective
         # a regularizer with learnable centres at weight 0 this step: centres get no gradient
         ("inc-learnable-off", "inc", {"inc": {"centres": "learnable", "start_epoch": 5}}),

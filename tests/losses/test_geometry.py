@@ -284,6 +284,31 @@ def test_disa_gradient_envelope_vs_unrolled() -> None:
     )
 
 
+def test_disa_standardize_is_a_parameter_free_batchnorm() -> None:
+    """standardize=True: the value and gradient of DisA on BatchNorm1d(affine identity, train
+    mode) features, as the official script computes them; invariant to any positive
+    per-dimension scale and shift of the features, which the raw cost is not."""
+    g = torch.Generator().manual_seed(4)
+    etf = etf_rows(5, 8)
+    feats = (torch.randn(12, 8, generator=g, dtype=D64) * 3 + 1).relu().requires_grad_(True)
+    for gradient in ("envelope", "unrolled"):
+        kw = {"etf": etf, "epsilon": 0.5, "iterations": 300, "tol": None, "gradient": gradient}
+        mine = DisALoss(standardize=True, **kw)(feats)
+        bn = torch.nn.BatchNorm1d(8, affine=False, eps=1e-5).double().train()
+        ref = DisALoss(**kw)(bn(feats))
+        assert mine.item() == pytest.approx(ref.item(), rel=1e-12)
+        (g_mine,) = torch.autograd.grad(mine, feats)
+        (g_ref,) = torch.autograd.grad(DisALoss(**kw)(bn(feats)), feats)
+        torch.testing.assert_close(g_mine, g_ref)
+    scale = torch.rand(8, generator=g, dtype=D64) * 5 + 0.5
+    shift = torch.randn(8, generator=g, dtype=D64) * 4
+    h = torch.randn(12, 8, generator=g, dtype=D64) * 10
+    std = DisALoss(etf=etf, epsilon=0.5, standardize=True, iterations=300, tol=None)
+    raw = DisALoss(etf=etf, epsilon=0.5)
+    assert std(h * scale + shift).item() == pytest.approx(std(h).item(), rel=1e-7)  # eps 1e-5
+    assert abs(raw(h * scale + shift).item() - raw(h).item()) > 1e-3
+
+
 def test_disa_etf_sources() -> None:
     etf = etf_rows(5, 8)
     feats = torch.randn(9, 8, dtype=D64)

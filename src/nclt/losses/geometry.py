@@ -224,6 +224,14 @@ class DisALoss(nn.Module):
         backend: ``"torch"`` (default) or ``"pot"`` (POT's ``sinkhorn_log``; its gradient
             flows through its iterations when ``gradient="unrolled"``).
         scope: ``"global"`` or ``"local"`` transport problem.
+        standardize: standardize every feature dimension with the (global) batch's mean and
+            biased variance before the cost (``(h - mean) / sqrt(var + 1e-5)``, gradient
+            through the statistics), as the official DisA CIFAR script does: it passes the
+            features through a BatchNorm1d in training mode whose affine parameters are never
+            optimized (they stay 1 and 0), then L2-normalizes them. Off by default (DisA 4.1
+            writes the cost on the features themselves). It matters for post-ReLU features:
+            they are nonnegative, so their cosine to an ETF vertex (which has negative
+            coordinates) is bounded; centred features can reach every vertex.
 
     Forward:
         features (B, D), labels (B,) (unused: DisA has no labels; kept for the call shape),
@@ -247,6 +255,7 @@ class DisALoss(nn.Module):
         method: Literal["auto", "log", "scaling"] = "auto",
         backend: Literal["torch", "pot"] = "torch",
         scope: Scope = "global",
+        standardize: bool = False,
     ) -> None:
         super().__init__()
         _check_choice("gradient", gradient, ("envelope", "unrolled"))
@@ -267,6 +276,7 @@ class DisALoss(nn.Module):
         self.method = method
         self.backend = backend
         self.scope = scope
+        self.standardize = bool(standardize)
         if etf is None and num_classes is not None and feature_dim is not None:
             etf = simplex_etf(feature_dim, num_classes, seed=seed).T.contiguous()
         if etf is not None:
@@ -300,6 +310,12 @@ class DisALoss(nn.Module):
         _check_etf_rows(etf, features.shape[1])
         world = NF.scope_world_size(self.scope)
         feats = NF.gather_for_scope(features, self.scope)
+        if self.standardize:
+            if feats.dtype in (torch.float16, torch.bfloat16):  # statistics in float32
+                feats = feats.float()
+            mean = feats.mean(dim=0, keepdim=True)
+            var = feats.var(dim=0, unbiased=False, keepdim=True)
+            feats = (feats - mean) * torch.rsqrt(var + 1e-5)
         cost = 1.0 - F.normalize(feats, dim=1) @ F.normalize(etf.to(feats.dtype), dim=1).T
         if self.gradient == "envelope":
             log_plan = self._log_plan(cost.detach())

@@ -525,14 +525,21 @@ def _disa(
     gradient: str = "envelope",
     objective: str = "cost",
     seed: int | None = None,
+    standardize: bool = False,
 ) -> MethodParts:
     """With a learnable classifier DisA aligns the backbone features with its own fixed ETF
     (its random rotation drawn from ``seed``; None, the default, takes the run's seed); with a
     fixed-ETF head the ETF is both classifier and target (the head's features and weight are
-    used)."""
+    used). ``standardize``: batch-standardize the features before the cost, as the official
+    script's parameter-free BatchNorm does (``DisALoss``)."""
     if ctx.head == "etf":
         loss = LOSSES.build(
-            "disa", epsilon=epsilon, iterations=iterations, gradient=gradient, objective=objective
+            "disa",
+            epsilon=epsilon,
+            iterations=iterations,
+            gradient=gradient,
+            objective=objective,
+            standardize=standardize,
         )
         term = Term("disa", loss, ("head_features",), weight, {"head_weight": "head_weight"})
     else:
@@ -545,6 +552,7 @@ def _disa(
             gradient=gradient,
             objective=objective,
             seed=ctx.seed if seed is None else seed,
+            standardize=standardize,
         )
         term = Term("disa", loss, ("features",), weight)
     return MethodParts([term])

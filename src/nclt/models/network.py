@@ -60,7 +60,7 @@ class Network(nn.Module):
         batch = views[0] if len(views) == 1 else torch.cat(views, dim=0)
         feats = self.backbone(self.normalize(batch))
         with _full_precision(feats):
-            feats = feats.float()
+            feats = upcast_low_precision(feats)
             out: dict[str, Tensor] = {"features": feats[:n]}
             if hasattr(self.head, "embed"):  # heads that transform features before classifying
                 head_feats = self.head.embed(feats)
@@ -88,11 +88,16 @@ class Network(nn.Module):
         """
         feats = self.backbone(self.normalize(x))
         with _full_precision(feats):
-            feats = feats.float()
+            feats = upcast_low_precision(feats)
             if hasattr(self.head, "embed"):
                 feats = self.head.embed(feats)
                 return feats, self.head.classify(feats)
             return feats, self.head(feats)
+
+
+def upcast_low_precision(t: Tensor) -> Tensor:
+    """float16 / bfloat16 (autocast outputs) become float32; float32 and float64 stay."""
+    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
 
 
 def _full_precision(t: Tensor) -> torch.autocast:
