@@ -109,3 +109,9 @@ def test_heads_run_in_float32_under_bf16_autocast(head_name):
         with torch.autocast("cpu", dtype=torch.bfloat16), torch.no_grad():
             coarse = head(raw)
         assert (coarse.float() - ref).abs().max() > 1e-3
+    # without autocast a float64 network stays float64 end to end (the float64 DDP tests)
+    net.double()
+    out = net(x)
+    feats64, logits64 = net.embed(x)
+    assert out["logits"].dtype == out["features"].dtype == torch.float64
+    assert feats64.dtype == logits64.dtype == torch.float64
