@@ -174,23 +174,16 @@ def test_etf_head_is_fixed(tmp_path):
     assert torch.allclose(g[0, 1], torch.tensor(-1 / 9), atol=1e-5)
 
 
+def _two_epochs(method: str, out, *extra: str):
+    """The config of a 2-epoch digits run of ``method`` into ``out``."""
+    argv = ["train", "--method", method, "--epochs", "2", "--out", str(out)]
+    return config_from_args(build_parser().parse_args([*argv, "--set", "progress=false", *extra]))
+
+
 @pytest.fixture(scope="module")
 def first_stage(tmp_path_factory):
     out = tmp_path_factory.mktemp("stage1") / "run"
-    args = build_parser().parse_args(
-        [
-            "train",
-            "--method",
-            "ce-drw",
-            "--epochs",
-            "2",
-            "--out",
-            str(out),
-            "--set",
-            "progress=false",
-        ]
-    )
-    runner.train(config_from_args(args))
+    runner.train(_two_epochs("ce-drw", out))
     return out
 
 
@@ -424,24 +417,8 @@ def test_fixed_head_stays_at_its_initialization_and_crt_retrains_it(tmp_path):
     from nclt import checkpoint as ckpt
 
     out = tmp_path / "fixed_head"
-    args = build_parser().parse_args(
-        [
-            "train",
-            "--method",
-            "ce+disa",
-            "--epochs",
-            "2",
-            "--out",
-            str(out),
-            "--set",
-            "progress=false",
-            "--set",
-            "model.head_trainable=false",
-            "--set",
-            "method.args.disa.standardize=true",
-        ]
-    )
-    cfg = config_from_args(args)
+    sets = ["model.head_trainable=false", "method.args.disa.standardize=true"]
+    cfg = _two_epochs("ce+disa", out, *(a for kv in sets for a in ("--set", kv)))
     init = {k: v.clone() for k, v in runner.build_run(cfg).model.state_dict().items()}
     runner.train(cfg)
     after = ckpt.load(out / "last.pt")["model"]
