@@ -310,9 +310,7 @@ class DisALoss(nn.Module):
         _check_etf_rows(etf, features.shape[1])
         world = NF.scope_world_size(self.scope)
         feats = NF.gather_for_scope(features, self.scope)
-        if self.standardize:
-            if feats.dtype in (torch.float16, torch.bfloat16):  # statistics in float32
-                feats = feats.float()
+        if self.standardize:  # (the engine hands losses float32 features under autocast)
             mean = feats.mean(dim=0, keepdim=True)
             var = feats.var(dim=0, unbiased=False, keepdim=True)
             feats = (feats - mean) * torch.rsqrt(var + 1e-5)

@@ -532,27 +532,23 @@ def _disa(
     fixed-ETF head the ETF is both classifier and target (the head's features and weight are
     used). ``standardize``: batch-standardize the features before the cost, as the official
     script's parameter-free BatchNorm does (``DisALoss``)."""
+    common = {
+        "epsilon": epsilon,
+        "iterations": iterations,
+        "gradient": gradient,
+        "objective": objective,
+        "standardize": standardize,
+    }
     if ctx.head == "etf":
-        loss = LOSSES.build(
-            "disa",
-            epsilon=epsilon,
-            iterations=iterations,
-            gradient=gradient,
-            objective=objective,
-            standardize=standardize,
-        )
+        loss = LOSSES.build("disa", **common)
         term = Term("disa", loss, ("head_features",), weight, {"head_weight": "head_weight"})
     else:
         loss = LOSSES.build(
             "disa",
             num_classes=ctx.num_classes,
             feature_dim=ctx.feature_dim,
-            epsilon=epsilon,
-            iterations=iterations,
-            gradient=gradient,
-            objective=objective,
             seed=ctx.seed if seed is None else seed,
-            standardize=standardize,
+            **common,
         )
         term = Term("disa", loss, ("features",), weight)
     return MethodParts([term])
