@@ -3,6 +3,7 @@
     nclt train [--config FILE] [--method NAME] [--dataset NAME] [--imbalance IF] [--epochs N]
                [--out DIR] [--data-root DIR] [--seeds 0,1,2] [--set key=value ...]
     nclt train --resume RUN_DIR
+    nclt train --config FILE --branch-from RUN_DIR/epoch_E.pt   (shares epochs 1..E, checked)
     nclt train ... --sweep KEY=V1,V2 [--sweep KEY2=...]   (a grid, in <out>/KEY=V/...)
     nclt eval CHECKPOINT [--data-root DIR] [--json FILE] [--gaussian-noise 0.1,0.2,...]
     nclt report RUN_DIR|CHECKPOINT [--which last|best] [--out DIR] [--data-root DIR]
@@ -103,6 +104,10 @@ def config_from_args(args: argparse.Namespace) -> Any:
         flags["epochs"] = args.epochs
     if args.out:
         flags["out"] = args.out
+    if getattr(args, "branch_from", None):
+        if getattr(args, "stage2", None) or getattr(args, "sweep", None):
+            raise ConfigError("--branch-from continues one run: drop --stage2 / --sweep")
+        flags["branch_from"] = args.branch_from
     overrides = [parse_override(s) for s in args.set or []]
     dataset = next((v for p, v in overrides if p == ["data", "dataset"]), None)
     dataset = dataset or data_flags.get("dataset") or file_data.get("data", {}).get("dataset")
@@ -235,6 +240,7 @@ def _train_runs(args: argparse.Namespace) -> list[dict[str, Any]]:
                 "stage2",
                 "from_run",
                 "sweep",
+                "branch_from",
             )
             if getattr(args, f, None)
         ]
@@ -543,6 +549,13 @@ def build_parser() -> argparse.ArgumentParser:
         dest="from_run",
         metavar="RUN_DIR",
         help="the finished first-stage run for --stage2",
+    )
+    t.add_argument(
+        "--branch-from",
+        metavar="CHECKPOINT",
+        help="start from another run's epoch_E.pt (kept with keep_checkpoints: [E]) and train "
+        "epochs E+1.. under this config; refused unless both runs train the same way up to E "
+        "(e.g. ce -> ce-drw with DRW from E)",
     )
     t.set_defaults(func=cmd_train)
 

@@ -110,6 +110,12 @@ class TrainConfig:
     sync_bn: bool = False  # under torchrun: BatchNorm statistics over the global batch
     progress: bool = True
     init_from: str = ""  # checkpoint whose weights initialise the network (second stages)
+    # keep epoch_<E>.pt after these (1-based) epochs: branch points for branch_from (an epoch
+    # past the run's end is never reached: a protocol's points survive a shorter --epochs)
+    keep_checkpoints: list[int] = field(default_factory=list)
+    # continue another run's epoch_<E>.pt under this config when the two train the same way
+    # for epochs 1..E (CE -> CE-DRW from E); nclt.branch checks that, or refuses
+    branch_from: str = ""
     out: str = ""  # output folder; "" = runs/<dataset>_<method>_if<IF>_s<seed>
 
     def run_dir(self) -> Path:
@@ -355,6 +361,14 @@ def validate(cfg: TrainConfig) -> None:
         (cfg.eval_all_from >= 0, "eval_all_from must be >= 0 (0 = off)"),
         (cfg.nc_every >= 0, "nc_every must be >= 0"),
         (cfg.model.width is None or cfg.model.width >= 1, "model.width must be >= 1"),
+        (
+            all(e >= 1 for e in cfg.keep_checkpoints),
+            f"keep_checkpoints {cfg.keep_checkpoints}: epochs are 1-based (>= 1)",
+        ),
+        (
+            not (cfg.branch_from and cfg.init_from),
+            "branch_from continues another run; init_from starts a second stage: use one",
+        ),
     ]
     for ok, msg in checks:
         if not ok:

@@ -50,6 +50,16 @@ MARK_END = "<!-- tables:end -->"
 TOLERANCE = 1.0
 #: second stages: row -> (first-stage row, stage name of ``nclt train --stage2``).
 STAGE2_ROWS = {"inc_drw_crt": ("inc_drw", "crt"), "inc_drw_disa_crt": ("inc_drw_disa", "crt")}
+#: Rows that train exactly as a sibling row until their DRW switch: they branch from the
+#: sibling's kept checkpoint of that epoch (nclt.branch checks the claim before each branch;
+#: tests/test_branch.py checks every pair here against the config files).
+BRANCH_ROWS: dict[str, tuple[str, int]] = {
+    "ce_drw": ("ce", 160),
+    "ce_drw_mixup": ("ce_mixup", 180),
+    "ce_drw_disa": ("ce_disa", 180),
+    "ce_drw_disa_code": ("ce_disa_code", 160),
+    "ldam_drw_disa": ("ldam_disa", 180),
+}
 #: CE without MixUp, the reference of the JPEG offset (ERRATA "Reproduction").
 CE_ROW = "ce"
 CE_REFERENCE: dict[float, tuple[float, str]] = {
@@ -325,6 +335,17 @@ def train_command(row: str, imbalance: float, seeds: str = "0,1,2") -> str:
             f"nclt train --stage2 {stage} --from {src}   # for each seed k of {first}\n"
             f"nclt reproduce --collect {src}/stage2_{stage} --row {row} "
             f"--imbalance {imbalance:g}"
+        )
+    if row in BRANCH_ROWS:
+        sibling, epoch = BRANCH_ROWS[row]
+        seed_dir = "/seed$k" if "," in seeds else ""  # --seeds with one seed: no seed folder
+        return (
+            f"for k in {seeds.replace(',', ' ')}; do  # epochs 1-{epoch} are {sibling}'s\n"
+            f"  nclt train --config configs/cifar10_lt/{row}.yaml --imbalance {imbalance:g} "
+            f"--data-root data --set seed=$k --out {out}/{row}{seed_dir} \\\n"
+            f"    --branch-from {out}/{sibling}{seed_dir}/epoch_{epoch}.pt\n"
+            f"done\n"
+            f"nclt reproduce --collect {out}/{row} --row {row} --imbalance {imbalance:g}"
         )
     extra = ""
     if row in ("allnc", "allnc_pp") and imbalance == 200:  # AllNC Table VI: gamma 2.0 at 200
@@ -800,7 +821,7 @@ class Report:
 
 def commands(missing: list[tuple[str, float]], seeds: str = "0,1,2") -> str:
     """The commands that produce and collect each missing (row, IF), first stages first."""
-    order = sorted(missing, key=lambda k: (k[0] in STAGE2_ROWS,))
+    order = sorted(missing, key=lambda k: (k[0] in STAGE2_ROWS or k[0] in BRANCH_ROWS,))
     return (
         "\n\n".join(
             f"# {row} at IF {imbalance:g}\n{train_command(row, imbalance, seeds)}"

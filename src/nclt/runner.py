@@ -26,6 +26,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from nclt import checkpoint as ckpt
 from nclt import dist
+from nclt.branch import check_branch
 from nclt.config import TrainConfig, to_dict
 from nclt.data import DATASETS
 from nclt.data.samplers import build_sampler
@@ -331,10 +332,12 @@ def _checkpoint_state(
     }
 
 
-def check_compatible(state: dict[str, Any], run: Run) -> None:
-    """A checkpoint of another method, model or dataset is refused with the difference named."""
+def check_compatible(state: dict[str, Any], run: Run, same_method: bool = True) -> None:
+    """A checkpoint of another method (unless ``same_method`` is False: a branch, checked by
+    :func:`nclt.branch.check_branch`), model or dataset is refused with the difference named."""
+    keys = [("method", run.method.name)] if same_method else []
     for key, mine in (
-        ("method", run.method.name),
+        *keys,
         ("arch", run.cfg.model.arch),
         ("num_classes", int(run.train_set.num_classes)),
     ):
@@ -497,22 +500,35 @@ def _train(cfg: TrainConfig, resume: bool, stop: StopOnSignal) -> dict[str, Any]
     steps_per_epoch = len(train_loader)
 
     start_epoch, best, history = 0, {"top1": -1.0}, []
-    if resume:
-        state = ckpt.load(out / "last.pt")
-        check_compatible(state, run)
+    branched = not resume and bool(cfg.branch_from)
+    if not resume and dist.broadcast_object(main and (out / "last.pt").exists()):
+        raise ConfigError(  # every rank stops
+            f"{out} already holds a run (last.pt); use --resume {out} to continue it, "
+            "or choose another --out"
+        )
+    if resume or branched:
+        path = out / "last.pt" if resume else Path(cfg.branch_from)
+        state = ckpt.load(path)
+        check_compatible(state, run, same_method=resume)
+        if branched:
+            ctx = BuildContext(
+                run.class_counts,
+                int(run.train_set.num_classes),
+                run.model.feature_dim,
+                cfg.epochs,
+                seed=cfg.seed,
+            )
+            check_branch(state, to_dict(cfg), run.method, ctx, steps_per_epoch, str(path))
         run.model.load_state_dict(state["model"])
         run.method.objective.load_state_dict(state["objective"])
         if optimizer is not None:
             optimizer.load_state_dict(state["optimizer"])
         ckpt.set_rng_state(state["rng"])
         start_epoch, best, history = state["epoch"] + 1, state["best"], state["history"]
+        if branched:
+            history = [{**h, "branched": 1} for h in history]
         if start_epoch >= cfg.epochs:
             log.info("run in %s already finished %d epochs", out, cfg.epochs)
-    elif dist.broadcast_object(main and (out / "last.pt").exists()):  # every rank stops
-        raise ConfigError(
-            f"{out} already holds a run (last.pt); use --resume {out} to continue it, "
-            "or choose another --out"
-        )
 
     metrics_csv = writer = None
     if main:
@@ -525,6 +541,10 @@ def _train(cfg: TrainConfig, resume: bool, stop: StopOnSignal) -> dict[str, Any]
         if resume:
             metrics_csv.truncate_after(start_epoch)  # 1-based epochs in the file
         writer = _tensorboard(out, purge_step=start_epoch + 1 if resume else None)
+        if branched:  # the shared epochs, as the source run logged them
+            for row in history:
+                metrics_csv.append(row)
+                _tb_log(writer, row, int(row["epoch"]))
 
     metric = LongTailAccuracy(run.train_set.num_classes, run.class_counts, cfg.data.group_rule)
     nc_tracker = NCTracker(run, env, cfg.nc_every) if cfg.nc_every > 0 else None
@@ -586,6 +606,8 @@ def _train(cfg: TrainConfig, resume: bool, stop: StopOnSignal) -> dict[str, Any]
             ckpt.save_atomic(state, out / "last.pt")
             if best.get("epoch") == epoch + 1:
                 ckpt.save_atomic(state, out / "best.pt")
+            if epoch + 1 in cfg.keep_checkpoints:  # branch points (nclt.branch)
+                ckpt.save_atomic(state, out / f"epoch_{epoch + 1}.pt")
             log.info(_epoch_line(row, cfg.epochs))
         test = {}
 
@@ -617,11 +639,19 @@ def _train(cfg: TrainConfig, resume: bool, stop: StopOnSignal) -> dict[str, Any]
         "images_per_second": images / seconds if seconds > 0 else None,
         "run_dir": str(out),
     }
+    if cfg.branch_from:  # epochs 1..E come from another run's checkpoint (nclt.branch)
+        results["branched_from"] = {"checkpoint": cfg.branch_from, "epoch": _branch_epoch(history)}
     if main:
         write_json(out / "results.json", results)
         if writer is not None:
             writer.close()
     return results
+
+
+def _branch_epoch(history: list[dict[str, Any]]) -> int | None:
+    """The last epoch a branched run took from its source (its history rows say which)."""
+    shared = [int(h["epoch"]) for h in history if h.get("branched")]
+    return max(shared) if shared else None
 
 
 def _wall_seconds(history: list[dict[str, Any]], process: float, final: float) -> dict[str, Any]:
