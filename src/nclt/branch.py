@@ -109,11 +109,11 @@ def module_differences(a: nn.Module, b: nn.Module, name: str) -> list[str]:
     for k in sorted(set(sa) | set(sb)):
         if k not in sa or k not in sb or sa[k].shape != sb[k].shape:
             out.append(f"{name}: tensor {k} is in one only, or of another shape")
-    for (ka, ma), (kb, mb) in zip(a.named_children(), b.named_children(), strict=False):
-        if ka != kb:
-            out.append(f"{name}: submodule {ka} vs {kb}")
-        else:
-            out.extend(module_differences(ma, mb, f"{name}.{ka}"))
+    ca, cb = dict(a.named_children()), dict(b.named_children())
+    if ca.keys() != cb.keys():
+        return [*out, f"{name}: submodules {sorted(ca)} vs {sorted(cb)}"]
+    for k in ca:
+        out.extend(module_differences(ca[k], cb[k], f"{name}.{k}"))
     return out
 
 

@@ -97,6 +97,7 @@ class Run:
     model: Network
     method: Method
     class_counts: torch.Tensor
+    context: BuildContext  # what the method was built from (a branch rebuilds its source's)
 
 
 # views whose geometric part is CIFAR's pad-and-crop unless told otherwise
@@ -196,7 +197,7 @@ def build_run(cfg: TrainConfig) -> Run:
         provided.add("head_features")
     provided |= set(method.schedules)
     method.objective.check_reads(provided)
-    run = Run(cfg, device, train_set, test_set, train_eval, model, method, counts)
+    run = Run(cfg, device, train_set, test_set, train_eval, model, method, counts, ctx)
     if method.trainable is not None and not cfg.init_from:
         raise ConfigError(
             f"{method.name} is a second stage: run it on a finished run with "
@@ -511,14 +512,7 @@ def _train(cfg: TrainConfig, resume: bool, stop: StopOnSignal) -> dict[str, Any]
         state = ckpt.load(path)
         check_compatible(state, run, same_method=resume)
         if branched:
-            ctx = BuildContext(
-                run.class_counts,
-                int(run.train_set.num_classes),
-                run.model.feature_dim,
-                cfg.epochs,
-                seed=cfg.seed,
-            )
-            check_branch(state, to_dict(cfg), run.method, ctx, steps_per_epoch, str(path))
+            check_branch(state, to_dict(cfg), run.method, run.context, steps_per_epoch, str(path))
         run.model.load_state_dict(state["model"])
         run.method.objective.load_state_dict(state["objective"])
         if optimizer is not None:
