@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import pickle
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -26,4 +28,25 @@ def shared_cifar10(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     root = tmp_path_factory.mktemp("cifar")
     subprocess.run([sys.executable, str(tool), str(root)], check=True, capture_output=True)
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_cifar10(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A root holding cifar-10-batches-py in the official pickle layout with random pixels:
+    10 classes x 4 images per training batch (20 per class), 2 per class in the test batch."""
+    root = tmp_path_factory.mktemp("tiny_cifar")
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for b in range(5):
+        labels = np.repeat(np.arange(10), 4)
+        data = rng.integers(0, 256, (40, 3072), dtype=np.uint8)
+        with open(folder / f"data_batch_{b + 1}", "wb") as f:
+            pickle.dump({b"labels": labels.tolist(), b"data": data}, f, protocol=2)
+    with open(folder / "test_batch", "wb") as f:
+        data = rng.integers(0, 256, (20, 3072), dtype=np.uint8)
+        pickle.dump({b"labels": np.repeat(np.arange(10), 2).tolist(), b"data": data}, f, 2)
+    with open(folder / "batches.meta", "wb") as f:
+        pickle.dump({b"label_names": [f"c{i}".encode() for i in range(10)]}, f, protocol=2)
     return root

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import csv
 import math
-import pickle
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -90,28 +88,10 @@ def test_trains_two_epochs_on_digits(tmp_path, method):
         assert norms.max() > 0.3 - 1e-4  # the bound was active, not vacuous
 
 
-def _tiny_cifar10(root: Path) -> None:
-    """cifar-10-batches-py in the official pickle layout: 10 classes x 4 images per batch."""
-    folder = root / "cifar-10-batches-py"
-    folder.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    for b in range(5):
-        labels = np.repeat(np.arange(10), 4)
-        data = rng.integers(0, 256, (40, 3072), dtype=np.uint8)
-        with open(folder / f"data_batch_{b + 1}", "wb") as f:
-            pickle.dump({b"labels": labels.tolist(), b"data": data}, f, protocol=2)
-    with open(folder / "test_batch", "wb") as f:
-        data = rng.integers(0, 256, (20, 3072), dtype=np.uint8)
-        pickle.dump({b"labels": np.repeat(np.arange(10), 2).tolist(), b"data": data}, f, 2)
-    with open(folder / "batches.meta", "wb") as f:
-        pickle.dump({b"label_names": [f"c{i}".encode() for i in range(10)]}, f, protocol=2)
-
-
 @pytest.mark.parametrize("config", ["bcl", "allnc_pp"])
-def test_cifar_config_trains_on_a_tiny_cifar_file(tmp_path, config):
+def test_cifar_config_trains_on_a_tiny_cifar_file(tmp_path, config, tiny_cifar10):
     """The shipped configs with their real views (AutoAugment + Cutout, SimAugment colour
     jitter, RandAugment) on 3-channel 32x32 images, with a small CNN to stay fast."""
-    _tiny_cifar10(tmp_path / "data")
     path = REPO / "configs" / "cifar10_lt" / f"{config}.yaml"
     sets = [
         "progress=false",
@@ -132,7 +112,7 @@ def test_cifar_config_trains_on_a_tiny_cifar_file(tmp_path, config):
             "--epochs",
             "2",
             "--data-root",
-            str(tmp_path / "data"),
+            str(tiny_cifar10),
             "--out",
             str(tmp_path / "r"),
             *[a for s in sets for a in ("--set", s)],

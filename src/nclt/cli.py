@@ -221,8 +221,20 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _train_runs(args: argparse.Namespace) -> list[dict[str, Any]]:
+def resume_config(run_dir: str | Path, data_root: str | None = None) -> Any:
+    """The config a run in ``run_dir`` was trained with (its config.yaml), to continue it;
+    ``data_root`` replaces the data folder (the data may have moved, nothing else may)."""
     from nclt.config import TrainConfig, from_dict, load_yaml, validate
+
+    cfg = from_dict(TrainConfig, _strip_reserved(load_yaml(Path(run_dir) / "config.yaml")))
+    cfg.out = str(run_dir)
+    if data_root:
+        cfg.data.root = data_root
+    validate(cfg)
+    return cfg
+
+
+def _train_runs(args: argparse.Namespace) -> list[dict[str, Any]]:
     from nclt.runner import train
 
     if args.resume:
@@ -249,13 +261,7 @@ def _train_runs(args: argparse.Namespace) -> list[dict[str, Any]]:
                 f"--resume continues a run exactly as configured; drop {', '.join(given)} "
                 "(edit RUN_DIR/config.yaml deliberately if you must change it)"
             )
-        run_dir = Path(args.resume)
-        cfg = from_dict(TrainConfig, _strip_reserved(load_yaml(run_dir / "config.yaml")))
-        cfg.out = str(run_dir)
-        if args.data_root:
-            cfg.data.root = args.data_root
-        validate(cfg)
-        results = [train(cfg, resume=True)]
+        results = [train(resume_config(args.resume, args.data_root), resume=True)]
     elif getattr(args, "sweep", None):
         results = [train(c) for c in sweep_configs(args)]
     else:
@@ -333,6 +339,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
 def cmd_reproduce(args: argparse.Namespace) -> int:
     from nclt import reproduce
 
+    if args.run:
+        return _reproduce_run(args)
     if args.collect:
         if not args.row or args.imbalance is None:
             raise ConfigError("--collect RUN_DIR needs --row ROW and --imbalance IF")
@@ -346,6 +354,14 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     ]
     if stray:
         raise ConfigError(f"{', '.join(stray)}: only with --collect RUN_DIR")
+    stray = [
+        f"--{f.replace('_', '-')}"
+        for f in ("data_root", "set", "dry_run")
+        if getattr(args, f) not in (None, False)
+    ]
+    stray += [f"--{f}" for f, d in (("seeds", "0"), ("runs", "runs")) if getattr(args, f) != d]
+    if stray:
+        raise ConfigError(f"{', '.join(stray)}: only with --run ROWS")
     if args.markdown and args.table:
         raise ConfigError("--markdown writes every paper's table into the doc; drop --table")
     report = reproduce.build_report(args.results, paper=args.table, basis=args.basis)
@@ -362,6 +378,43 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         )
         print(f"\n{'wrote' if changed else 'unchanged:'} {args.doc}")
     return 0
+
+
+def _reproduce_run(args: argparse.Namespace) -> int:
+    """``nclt reproduce --run ROWS``: nclt.campaign's queue."""
+    from nclt import campaign, dist, reproduce
+
+    if args.imbalance is None:
+        raise ConfigError("--run needs --imbalance IF (the factor to train)")
+    stray = [f"--{f}" for f in ("collect", "row", "markdown", "commands") if getattr(args, f)]
+    if stray or args.force:
+        raise ConfigError(
+            f"--run trains and collects by itself; drop {', '.join(stray or ['--force'])}"
+        )
+    if args.run.strip() == "missing":
+        report = reproduce.build_report(args.results, paper=args.table, basis=args.basis)
+        rows = [r for r, f in report.missing if f == args.imbalance]
+        if not rows:
+            print(
+                f"nothing missing at IF {args.imbalance:g}"
+                + (f" in {args.table}" if args.table else "")
+            )
+            return 0
+    else:
+        if args.table:
+            raise ConfigError("--table with --run only selects the rows of 'missing'")
+        rows = [r.strip() for r in args.run.split(",") if r.strip()]
+    campaign.check_sets(args.set or [])
+    seeds = [int(s) for s in args.seeds.split(",")]
+    jobs = campaign.plan(rows, args.imbalance, seeds, args.runs, args.results)
+    print(campaign.describe(jobs, args.runs, args.results), end="")
+    if args.dry_run:
+        return 0
+    with dist.process_group():
+        outcomes = campaign.run_queue(jobs, args.runs, args.results, args.data_root, args.set or [])
+    if dist.env_rank() == 0:
+        print("\n" + campaign.summary(outcomes), end="")
+    return 1 if any(o.status.startswith("failed") for o in outcomes) else 0
 
 
 def cmd_data(args: argparse.Namespace) -> int:
@@ -704,9 +757,38 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --collect: the row id (configs/cifar10_lt/<row>.yaml, "
         "or inc_drw_crt / inc_drw_disa_crt for a cRT second stage)",
     )
-    rp.add_argument("--imbalance", type=float, help="with --collect: the run's imbalance factor")
+    rp.add_argument(
+        "--imbalance",
+        type=float,
+        help="with --collect: the run's imbalance factor; with --run: the factor to train",
+    )
     rp.add_argument(
         "--force", action="store_true", help="with --collect: replace a seed already collected"
+    )
+    rp.add_argument(
+        "--run",
+        metavar="ROWS",
+        help="train these rows (comma-separated, or 'missing': every row --table lacks at "
+        "--imbalance) one after another into --runs and collect each into --results; the same "
+        "command again skips what is done and resumes what was stopped",
+    )
+    rp.add_argument(
+        "--seeds", type=_seeds_arg, default="0", help="with --run: the seeds (default 0)"
+    )
+    rp.add_argument(
+        "--runs", default="runs", help="with --run: where the runs are trained (default runs)"
+    )
+    rp.add_argument("--data-root", help="with --run: folder holding cifar-10-batches-py")
+    rp.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="with --run: override a config key of every row (e.g. device=cuda; repeatable)",
+    )
+    rp.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="with --run: print what each row would do, do nothing",
     )
     rp.set_defaults(func=cmd_reproduce)
 

@@ -325,6 +325,13 @@ def row_runs(folder: Path) -> list[Path]:
     return runs
 
 
+def row_overrides(row: str, imbalance: float) -> list[str]:
+    """``--set`` values a row needs at this factor beyond its config file."""
+    if row in ("allnc", "allnc_pp") and imbalance == 200:  # AllNC Table VI: gamma 2.0 at 200
+        return [f"method.args.{'allnc' if row == 'allnc' else 'allnc++'}.gamma=2.0"]
+    return []
+
+
 def train_command(row: str, imbalance: float, seeds: str = "0,1,2") -> str:
     """The shell commands that produce ``row`` at ``imbalance`` and collect it into results/."""
     out = f"runs/cifar10_lt/{if_folder(imbalance)}"
@@ -347,9 +354,7 @@ def train_command(row: str, imbalance: float, seeds: str = "0,1,2") -> str:
             f"done\n"
             f"nclt reproduce --collect {out}/{row} --row {row} --imbalance {imbalance:g}"
         )
-    extra = ""
-    if row in ("allnc", "allnc_pp") and imbalance == 200:  # AllNC Table VI: gamma 2.0 at 200
-        extra = f" --set method.args.{'allnc' if row == 'allnc' else 'allnc++'}.gamma=2.0"
+    extra = "".join(f" --set {s}" for s in row_overrides(row, imbalance))
     return (
         f"nclt train --config configs/cifar10_lt/{row}.yaml --imbalance {imbalance:g} "
         f"--data-root data --seeds {seeds} --out {out}/{row}{extra}\n"
@@ -932,7 +937,7 @@ def write_markdown(doc: str | Path, block: str) -> bool:
 # ----------------------------------------------------------------------------- collect
 
 
-def _read_results(run: Path) -> dict[str, Any]:
+def read_results(run: Path) -> dict[str, Any]:
     try:
         return json.loads((run / "results.json").read_text())
     except (OSError, ValueError) as e:
@@ -948,6 +953,20 @@ def _source_runs(run_dir: Path) -> list[Path]:
             f"{run_dir}: no results.json in it nor in seed*/ below it (a finished nclt run?)"
         )
     return runs
+
+
+def _collected(dest: Path) -> tuple[str | None, set[str]]:
+    """The seed of the run at the top of a row folder (None) and the seeds of its seed*/."""
+    top_seed = str(read_results(dest).get("seed")) if (dest / "results.json").is_file() else None
+    seed_dirs = {p.name[4:] for p in dest.glob("seed*") if (p / "results.json").is_file()}
+    return top_seed, seed_dirs
+
+
+def collected_seeds(results: str | Path, row: str, imbalance: float) -> set[int]:
+    """The seeds of ``row`` at ``imbalance`` that results/ already holds."""
+    top_seed, seed_dirs = _collected(row_dir(results, row, imbalance))
+    seeds = seed_dirs | ({top_seed} if top_seed is not None else set())
+    return {int(s) for s in seeds if s.lstrip("-").isdigit()}
 
 
 def collect(
@@ -986,7 +1005,7 @@ def collect(
                 f"{src}: {', '.join(lacking)} missing (a finished nclt run has "
                 "all of results.json, metrics.csv, config.yaml)"
             )
-        res = _read_results(src)
+        res = read_results(src)
         if res.get("dataset") != DATASET:
             raise NcltError(f"{src}: a {res.get('dataset')} run; results/ holds CIFAR-10-LT")
         if res.get("imbalance") is None or float(res["imbalance"]) != float(imbalance):
@@ -1006,8 +1025,7 @@ def collect(
         incoming[seed] = src
 
     dest = row_dir(results, row, imbalance)
-    top_seed = str(_read_results(dest).get("seed")) if (dest / "results.json").is_file() else None
-    seed_dirs = {p.name[4:] for p in dest.glob("seed*") if (p / "results.json").is_file()}
+    top_seed, seed_dirs = _collected(dest)
     existing = seed_dirs | ({top_seed} if top_seed is not None else set())
     clash = sorted(set(incoming) & existing)
     if clash and not force:
