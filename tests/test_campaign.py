@@ -160,11 +160,10 @@ def test_a_stopped_run_resumes_and_an_uncollected_one_is_collected(
 
     monkeypatch.setattr(runner, "train", recording)
     assert main(_argv(tmp, tiny_cifar10)) == 0
-    verbs = {
-        ln.split(":")[0]: ln.split(": ")[1].split()[0]
-        for ln in _plan_lines(capsys.readouterr().out)
-    }
+    lines = _plan_lines(capsys.readouterr().out)
+    verbs = {ln.split(":")[0]: ln.split(": ")[1].split()[0] for ln in lines}
     assert verbs["ce IF 10 seed 0"] == "collect" and verbs["ce_drw IF 10 seed 0"] == "resume"
+    assert ", after epoch 3/3" in next(ln for ln in lines if ln.startswith("ce_drw"))
     assert calls == [("ce_drw", True)]
     after = json.loads((res / "ce_drw" / "results.json").read_text())
     assert after["top1"] == before["top1"] and after["best"] == before["best"]

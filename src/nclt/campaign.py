@@ -29,7 +29,7 @@ from __future__ import annotations
 import argparse
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -116,7 +116,7 @@ def plan(
     return sorted(jobs, key=lambda j: rank(j.row))  # every seed's first stages first
 
 
-def action(job: Job, runs: str | Path, results: str | Path, ahead: list[Job] = ()) -> str:
+def action(job: Job, runs: str | Path, results: str | Path, ahead: Sequence[Job] = ()) -> str:
     """What the queue does with ``job`` now (one of ACTIONS), from the files alone; ``ahead``
     are the jobs that run before it (a branch row whose sibling trains first will branch)."""
     out = run_folder(runs, job.row, job.imbalance, job.seed)
@@ -229,7 +229,9 @@ def run_queue(
     from nclt import dist
 
     if train is None:
-        from nclt.runner import train
+        from nclt import runner
+
+        train = runner.train  # looked up now: tests replace it
     check_sets(sets)
     outcomes: list[Outcome] = []
     failed: set[tuple[str, int]] = set()
@@ -295,6 +297,21 @@ def _finish(job: Job, out: Path, results: str | Path, collect: bool = True) -> d
     return {"best": best.get("top1") if isinstance(best, dict) else None, "last": res.get("top1")}
 
 
+def _progress(out: Path) -> str:
+    """ ", after epoch E of N" from a stopped run's metrics.csv and config.yaml ("" if unread)."""
+    import csv
+
+    from nclt.config import load_yaml
+
+    try:
+        with (out / "metrics.csv").open(newline="") as f:
+            done = max(int(r["epoch"]) for r in csv.DictReader(f))
+        epochs = load_yaml(out / "config.yaml").get("epochs")
+    except (OSError, ValueError, KeyError, NcltError):
+        return ""
+    return f", after epoch {done}/{epochs}"
+
+
 def describe(jobs: list[Job], runs: str | Path, results: str | Path) -> str:
     """The plan as ``--dry-run`` prints it: one line per job with what would happen."""
     lines = []
@@ -304,7 +321,7 @@ def describe(jobs: list[Job], runs: str | Path, results: str | Path) -> str:
         detail = {
             "done": "results/ holds it",
             "collect": f"finished in {out}",
-            "resume": f"continues {out}/last.pt",
+            "resume": f"continues {out}/last.pt{_progress(out)}",
             "branch": f"from {branch_source(job, runs)}" if job.row in rp.BRANCH_ROWS else "",
             "stage2": f"on {out.parent}",
             "train": f"into {out}",
