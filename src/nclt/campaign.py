@@ -22,6 +22,11 @@ interrupted queue loses at most the epoch in progress. SIGINT / SIGTERM stop the
 progress cleanly (:mod:`nclt.interrupt`) and the queue with it; a run that fails (NaN loss,
 bad data) is reported and the queue goes on with the rows that do not depend on it. Rows are
 ordered first stages first, then branch rows (after their siblings), then second stages.
+
+Under ``torchrun`` every rank runs the same queue (each run is the usual DDP run); rank 0
+alone writes, collects and prints, and the ranks meet at a barrier after each job, so all of
+them decide the next job from the same files (a shared file system is assumed, as for
+``--resume``).
 """
 
 from __future__ import annotations

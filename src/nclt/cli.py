@@ -407,9 +407,12 @@ def _reproduce_run(args: argparse.Namespace) -> int:
     campaign.check_sets(args.set or [])
     seeds = [int(s) for s in args.seeds.split(",")]
     jobs = campaign.plan(rows, args.imbalance, seeds, args.runs, args.results)
-    print(campaign.describe(jobs, args.runs, args.results), end="")
+    if dist.env_rank() == 0:
+        print(campaign.describe(jobs, args.runs, args.results), end="")
     if args.dry_run:
         return 0
+    if dist.env_rank() > 0:  # under torchrun rank 0 logs and prints; the others warn only
+        logging.getLogger("nclt").setLevel(logging.WARNING)
     with dist.process_group():
         outcomes = campaign.run_queue(jobs, args.runs, args.results, args.data_root, args.set or [])
     if dist.env_rank() == 0:
