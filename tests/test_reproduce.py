@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import statistics
+from pathlib import Path
 
 import pytest
 import yaml
@@ -249,7 +250,15 @@ def test_markdown_between_markers_and_idempotent(results, tmp_path, capsys):
     png = tmp_path / "figures" / "per_class_IF100.png"
     assert "![per-class accuracy, IF 100](figures/per_class_IF100.png)" in inside
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert sorted(p.name for p in png.parent.iterdir()) == ["per_class_IF100.png"]
+    # ours against the papers, IF 100: one point per (row, paper), the offset band
+    against = tmp_path / "figures" / "paper_vs_ours_IF100.png"
+    assert "![ours against the papers, IF 100](figures/paper_vs_ours_IF100.png)" in inside
+    assert inside.index("### Ours against the papers") < inside.index("### Per-class accuracy")
+    assert against.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert sorted(p.name for p in png.parent.iterdir()) == [
+        "paper_vs_ours_IF100.png",
+        "per_class_IF100.png",
+    ]
     assert main(args) == 0  # a second run changes nothing
     assert f"unchanged: {doc}" in capsys.readouterr().out
     assert doc.read_text() == text
@@ -373,3 +382,38 @@ def test_a_factor_outside_the_papers_gets_its_figure_and_nc_row_last(results, tm
     assert list(paths) == [100.0, 20.0]  # the papers' factors first, then the others
     section = report.render().split("### Neural collapse of our runs")[1]
     assert section.index("| `ldam_drw` | 100 |") < section.index("| `ce` | 20 |")
+
+
+def test_paper_figure_has_a_point_per_paper_that_publishes_a_measured_row(
+    results, tmp_path, monkeypatch
+):
+    import nclt.report.figures as figures
+    from nclt.reproduce import build_report, paper_figures
+
+    drawn = {}
+
+    def capture(points, offset, tolerance, path, title=""):
+        drawn[Path(path).name] = (list(points), offset, tolerance)
+        return Path(path)
+
+    monkeypatch.setattr(figures, "paper_vs_ours", capture)
+    report = build_report(results)
+    paths = paper_figures(report, tmp_path)
+    assert list(paths) == [100.0] and list(drawn) == ["paper_vs_ours_IF100.png"]
+    points, offset, tolerance = drawn["paper_vs_ours_IF100.png"]
+    # ce (68.5 mean) sets the offset against 70.4; ldam_drw is 74.0 against LDAM-DRW's 77.03
+    assert offset == pytest.approx(70.4 - 68.5) and tolerance == 1.0
+    measured = [
+        (key, ln.pub.row, ln.pub.top1, ln.ours, ln.flagged)
+        for key in report.papers
+        for ln in report.lines[key]
+        if ln.measured is not None
+    ]
+    # papers quoting the same number for a row share one point, named after all of them
+    for key, row, paper, ours, flagged in measured:
+        (point,) = [p for p in points if p[0].startswith(row + " (") and p[1] == paper]
+        assert key in point[0] and point[2:] == (ours, flagged)
+    assert len(points) == len({m[1:] for m in measured})
+    ce_70 = [p for p in points if p[0].startswith("ce (") and p[1] == 70.4]
+    assert len(ce_70) == 1 and "ARB" in ce_70[0][0] and "INC" in ce_70[0][0]
+    assert any(p[0].startswith("ldam_drw (") and p[1:] == (77.03, 74.0, True) for p in points)

@@ -372,9 +372,11 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         print(reproduce.commands(report.missing), end="")
     if args.markdown:
         reproduce.check_doc(args.doc)  # before writing any figure next to it
-        figures = reproduce.per_class_figures(report, Path(args.doc).parent / "figures")
+        fig_dir = Path(args.doc).parent / "figures"
+        figures = reproduce.per_class_figures(report, fig_dir)
+        against = reproduce.paper_figures(report, fig_dir)
         changed = reproduce.write_markdown(
-            args.doc, text + reproduce.figures_block(figures, args.doc)
+            args.doc, text + reproduce.figures_block(figures, args.doc, against)
         )
         print(f"\n{'wrote' if changed else 'unchanged:'} {args.doc}")
     return 0

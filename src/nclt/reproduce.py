@@ -889,16 +889,56 @@ def per_class_figures(report: Report, out_dir: str | Path) -> dict[float, Path]:
     return paths
 
 
-def figures_block(paths: dict[float, Path], doc: str | Path) -> str:
-    """Markdown linking the per-class figures, relative to ``doc``'s folder."""
-    if not paths:
-        return ""
+def paper_figures(report: Report, out_dir: str | Path) -> dict[float, Path]:
+    """One PNG per imbalance factor with measured rows: ours against each paper's number
+    (a point per paper that publishes the row), with the JPEG offset and its tolerance band.
+    Returns {IF: path}."""
+    from nclt.report.figures import paper_vs_ours
+
+    # one point per (row, published number, ours): papers quoting the same number share it
+    merged: dict[tuple[float, str, float, float, bool], list[str]] = {}
+    for key in report.papers:
+        for ln in report.lines[key]:
+            if ln.ours is not None:
+                at = (ln.pub.imbalance, ln.pub.row, ln.pub.top1, ln.ours, ln.flagged)
+                merged.setdefault(at, []).append(key)
+    by_if: dict[float, list[tuple[str, float, float, bool]]] = {}
+    for (imbalance, row, paper, ours, flagged), keys in merged.items():
+        label = f"{row} ({', '.join(keys)})"
+        by_if.setdefault(imbalance, []).append((label, paper, ours, flagged))
+    out_dir = Path(out_dir)
+    paths: dict[float, Path] = {}
+    for imbalance in sorted(by_if, key=if_rank):
+        out_dir.mkdir(parents=True, exist_ok=True)
+        offset = report.offsets[imbalance].used
+        paths[imbalance] = paper_vs_ours(
+            by_if[imbalance],
+            offset,
+            TOLERANCE,
+            out_dir / f"paper_vs_ours_IF{imbalance:g}.png",
+            f"CIFAR-10-LT IF {imbalance:g}: ours ({report.basis} epoch where the paper does not "
+            "say) against the paper",
+        )
+    return paths
+
+
+def figures_block(
+    paths: dict[float, Path], doc: str | Path, against: dict[float, Path] | None = None
+) -> str:
+    """Markdown linking the figures (per-class accuracy, and ``against``: ours against the
+    papers), relative to ``doc``'s folder."""
     base = Path(doc).resolve().parent
-    out = ["", "### Per-class accuracy", ""]
-    for imbalance, path in paths.items():
-        rel = Path(path).resolve().relative_to(base).as_posix()
-        out.append(f"![per-class accuracy, IF {imbalance:g}]({rel})")
-    return "\n".join(out) + "\n"
+    out = []
+    for title, figs, alt in (
+        ("Ours against the papers", against or {}, "ours against the papers"),
+        ("Per-class accuracy", paths, "per-class accuracy"),
+    ):
+        if figs:
+            out += ["", f"### {title}", ""]
+            for imbalance, path in figs.items():
+                rel = Path(path).resolve().relative_to(base).as_posix()
+                out.append(f"![{alt}, IF {imbalance:g}]({rel})")
+    return "\n".join(out) + "\n" if out else ""
 
 
 def check_doc(doc: str | Path) -> str:

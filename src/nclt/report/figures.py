@@ -436,6 +436,69 @@ def per_class_lines(
     return _save(fig, path)
 
 
+def paper_vs_ours(
+    points: Sequence[tuple[str, float, float, bool]],
+    offset: float,
+    tolerance: float,
+    path: Path,
+    title: str = "",
+) -> Path:
+    """Our top-1 against the paper's, one labelled point per (row, paper).
+
+    ``points`` are (label, paper, ours, flagged). Drawn: y = x (the paper's number), y = x -
+    ``offset`` (what a faithful run on a copy that costs ``offset`` points would give) and the
+    band down to ``offset + tolerance`` below the paper; a point under the band is flagged (red).
+    """
+    fig = Figure(figsize=(6.4, 5.4))
+    ax = fig.add_subplot()
+    xs = [p[1] for p in points]
+    ys = [p[2] for p in points]
+    lo = math.floor(min(xs + ys) - offset - tolerance - 1)
+    hi = math.ceil(max(xs + ys) + 1)
+    grid = np.array([lo, hi], dtype=np.float64)
+    ax.plot(grid, grid, ls="--", lw=1, color="0.5", label="ours = paper")
+    if offset:
+        ax.plot(
+            grid, grid - offset, lw=1.2, color="tab:blue", label=f"paper - offset ({offset:.1f})"
+        )
+    ax.fill_between(
+        grid,
+        grid - offset - tolerance,
+        grid - offset + tolerance,
+        color="tab:blue",
+        alpha=0.12,
+        label=f"offset ± {tolerance:g} point",
+    )
+    placed: list[tuple[float, float]] = []  # label anchors so far (data units)
+    span = hi - lo
+    for label, x, y, flagged in sorted(points, key=lambda p: (-p[2], p[1])):
+        ax.scatter([x], [y], s=22, color="tab:red" if flagged else "tab:blue", zorder=3)
+        ly = y
+        # labels of nearby points go one line lower each, joined to their point by a line
+        while any(abs(px - x) < 0.2 * span and abs(py - ly) < 0.022 * span for px, py in placed):
+            ly -= 0.025 * span
+        placed.append((x, ly))
+        ax.annotate(
+            label,
+            (x, y),
+            xytext=(x + 0.012 * span, ly - 0.006 * span),
+            textcoords="data",
+            fontsize=6.5,
+            arrowprops=None if ly == y else {"arrowstyle": "-", "lw": 0.4, "color": "0.6"},
+        )
+    ax.set_xlim(lo, hi)
+    ax.set_ylim(lo, hi)
+    ax.set_aspect("equal")
+    ax.set_xlabel("paper's top-1 (%)")
+    ax.set_ylabel("ours, top-1 (%)")
+    if title:
+        ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
 __all__ = [
     "accuracy_vs_size",
     "align_matrix",
@@ -449,6 +512,7 @@ __all__ = [
     "etf_angle_deg",
     "norms_by_class_size",
     "pairwise_angles_deg",
+    "paper_vs_ours",
     "per_class_lines",
     "transport_plan",
 ]
