@@ -50,3 +50,18 @@ def tiny_cifar10(tmp_path_factory: pytest.TempPathFactory) -> Path:
     with open(folder / "batches.meta", "wb") as f:
         pickle.dump({b"label_names": [f"c{i}".encode() for i in range(10)]}, f, protocol=2)
     return root
+
+
+@pytest.fixture(scope="session")
+def tiny_sets() -> list[str]:
+    """``--set`` values that shrink a shipped CIFAR config to run on ``tiny_cifar10`` in
+    seconds: a small CNN, one thread, no workers, fp32."""
+    return [
+        "progress=false",
+        "threads=1",
+        "model.arch=small_cnn",
+        "data.batch_size=32",
+        "data.num_workers=0",
+        "precision=fp32",
+        "channels_last=false",
+    ]

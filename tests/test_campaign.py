@@ -17,38 +17,34 @@ from nclt import reproduce as rp
 from nclt.cli import main
 from nclt.errors import NcltError, RunInterrupted
 
-#: the shipped CIFAR configs, shrunk: a small CNN, 3 epochs, epoch 2 kept as a branch point.
-TINY = [
-    "progress=false",
-    "threads=1",
-    "model.arch=small_cnn",
-    "data.batch_size=32",
-    "data.num_workers=0",
-    "precision=fp32",
-    "channels_last=false",
-    "epochs=3",
-    "keep_checkpoints=[2]",
-]
+#: on top of ``tiny_sets``: 3 epochs, epoch 2 kept as a branch point.
+SHORT = ["epochs=3", "keep_checkpoints=[2]"]
 ROWS = "inc_drw_crt,ce_drw,ce"
 
 
-def _argv(tmp: Path, data: Path, *extra: str, rows: str = ROWS) -> list[str]:
-    sets = [a for s in TINY for a in ("--set", s)]
-    return [
-        "reproduce",
-        "--run",
-        rows,
-        "--imbalance",
-        "10",
-        "--runs",
-        str(tmp / "runs"),
-        "--results",
-        str(tmp / "results"),
-        "--data-root",
-        str(data),
-        *sets,
-        *extra,
-    ]
+@pytest.fixture(scope="session")
+def argv(tiny_cifar10, tiny_sets):
+    """``nclt reproduce --run ROWS`` on the tiny CIFAR files, into ``tmp``."""
+
+    def make(tmp: Path, *extra: str, rows: str = ROWS) -> list[str]:
+        sets = [a for s in [*tiny_sets, *SHORT] for a in ("--set", s)]
+        return [
+            "reproduce",
+            "--run",
+            rows,
+            "--imbalance",
+            "10",
+            "--runs",
+            str(tmp / "runs"),
+            "--results",
+            str(tmp / "results"),
+            "--data-root",
+            str(tiny_cifar10),
+            *sets,
+            *extra,
+        ]
+
+    return make
 
 
 def _plan_lines(out: str) -> list[str]:
@@ -63,13 +59,13 @@ def branch_at_2(monkeypatch):
 
 
 @pytest.fixture(scope="module")
-def done(tmp_path_factory, tiny_cifar10):
+def done(tmp_path_factory, argv):
     """One real queue over ce, ce_drw (branched) and inc_drw_crt (inc_drw trained first)."""
     mp = pytest.MonkeyPatch()
     mp.setitem(rp.BRANCH_ROWS, "ce_drw", ("ce", 2))
     tmp = tmp_path_factory.mktemp("queue")
     try:
-        assert main(_argv(tmp, tiny_cifar10)) == 0
+        assert main(argv(tmp)) == 0
     finally:
         mp.undo()
     return tmp
@@ -81,8 +77,8 @@ def _copy(done: Path, tmp: Path) -> Path:
     return tmp
 
 
-def test_plan_orders_first_stages_branches_then_second_stages(tmp_path, branch_at_2, capsys):
-    assert main(_argv(tmp_path, tmp_path, "--dry-run", "--seeds", "0,1")) == 0
+def test_plan_orders_first_stages_branches_then_second_stages(tmp_path, branch_at_2, capsys, argv):
+    assert main(argv(tmp_path, "--dry-run", "--seeds", "0,1")) == 0
     lines = _plan_lines(capsys.readouterr().out)
     assert [ln.split(":")[0] for ln in lines] == [
         "ce IF 10 seed 0",
@@ -128,7 +124,7 @@ def test_queue_trains_branches_runs_the_second_stage_and_collects(done):
 
 
 def test_the_same_command_again_trains_nothing(
-    done, tmp_path, tiny_cifar10, branch_at_2, monkeypatch, capsys
+    done, tmp_path, argv, branch_at_2, monkeypatch, capsys
 ):
     tmp = _copy(done, tmp_path)
 
@@ -136,13 +132,13 @@ def test_the_same_command_again_trains_nothing(
         raise AssertionError("nothing should train")
 
     monkeypatch.setattr(runner, "train", no_training)
-    assert main(_argv(tmp, tiny_cifar10)) == 0
+    assert main(argv(tmp)) == 0
     out = capsys.readouterr().out
     assert all(": done " in ln for ln in _plan_lines(out)), out
 
 
 def test_a_stopped_run_resumes_and_an_uncollected_one_is_collected(
-    done, tmp_path, tiny_cifar10, branch_at_2, monkeypatch, capsys
+    done, tmp_path, argv, branch_at_2, monkeypatch, capsys
 ):
     tmp = _copy(done, tmp_path)
     res = tmp / "results/cifar10_lt/IF10"
@@ -159,7 +155,7 @@ def test_a_stopped_run_resumes_and_an_uncollected_one_is_collected(
         return real(cfg, resume=resume)
 
     monkeypatch.setattr(runner, "train", recording)
-    assert main(_argv(tmp, tiny_cifar10)) == 0
+    assert main(argv(tmp)) == 0
     lines = _plan_lines(capsys.readouterr().out)
     verbs = {ln.split(":")[0]: ln.split(": ")[1].split()[0] for ln in lines}
     assert verbs["ce IF 10 seed 0"] == "collect" and verbs["ce_drw IF 10 seed 0"] == "resume"
@@ -171,13 +167,13 @@ def test_a_stopped_run_resumes_and_an_uncollected_one_is_collected(
 
 
 def test_a_signal_stops_the_queue_and_a_failure_skips_its_second_stage(
-    tmp_path, tiny_cifar10, branch_at_2, monkeypatch
+    tmp_path, argv, tiny_cifar10, tiny_sets, branch_at_2, monkeypatch
 ):
     def interrupted(cfg, resume=False):
         raise RunInterrupted("stopped by SIGINT", signal.SIGINT)
 
     monkeypatch.setattr(runner, "train", interrupted)
-    assert main(_argv(tmp_path, tiny_cifar10)) == 130
+    assert main(argv(tmp_path)) == 130
 
     started = []
 
@@ -190,7 +186,7 @@ def test_a_signal_stops_the_queue_and_a_failure_skips_its_second_stage(
     monkeypatch.setattr(runner, "train", fails_on_inc)
     jobs = campaign.plan(ROWS.split(","), 10.0, [0], tmp_path / "runs", tmp_path / "results")
     outcomes = campaign.run_queue(
-        jobs, tmp_path / "runs", tmp_path / "results", str(tiny_cifar10), TINY
+        jobs, tmp_path / "runs", tmp_path / "results", str(tiny_cifar10), [*tiny_sets, *SHORT]
     )
     status = {o.job.row: o.status for o in outcomes}
     assert status["inc_drw"].startswith("failed: loss is NaN")
@@ -207,8 +203,8 @@ def test_a_signal_stops_the_queue_and_a_failure_skips_its_second_stage(
         (["--table", "DisA"], "--table with --run"),
     ],
 )
-def test_refusals(tmp_path, tiny_cifar10, extra, message, capsys):
-    assert main(_argv(tmp_path, tiny_cifar10, *extra)) == 2
+def test_refusals(tmp_path, argv, extra, message, capsys):
+    assert main(argv(tmp_path, *extra)) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()
 
@@ -221,8 +217,8 @@ def test_run_needs_imbalance_and_queue_flags_need_run(capsys):
 
 
 def test_missing_is_every_published_row_of_the_table_at_that_factor(tmp_path, capsys):
-    argv = ["reproduce", "--run", "missing", "--table", "ARB", "--imbalance", "50", "--dry-run"]
-    assert main([*argv, "--results", str(tmp_path / "empty"), "--runs", str(tmp_path)]) == 0
+    args = ["reproduce", "--run", "missing", "--table", "ARB", "--imbalance", "50", "--dry-run"]
+    assert main([*args, "--results", str(tmp_path / "empty"), "--runs", str(tmp_path)]) == 0
     planned = {ln.split(" IF ")[0] for ln in _plan_lines(capsys.readouterr().out)}
     assert planned == {p.row for p in rp.published("ARB") if p.imbalance == 50.0}
     assert "arb" in planned and "ce" in planned

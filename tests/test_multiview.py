@@ -89,19 +89,11 @@ def test_trains_two_epochs_on_digits(tmp_path, method):
 
 
 @pytest.mark.parametrize("config", ["bcl", "allnc_pp"])
-def test_cifar_config_trains_on_a_tiny_cifar_file(tmp_path, config, tiny_cifar10):
+def test_cifar_config_trains_on_a_tiny_cifar_file(tmp_path, config, tiny_cifar10, tiny_sets):
     """The shipped configs with their real views (AutoAugment + Cutout, SimAugment colour
     jitter, RandAugment) on 3-channel 32x32 images, with a small CNN to stay fast."""
     path = REPO / "configs" / "cifar10_lt" / f"{config}.yaml"
-    sets = [
-        "progress=false",
-        "threads=1",
-        "model.arch=small_cnn",
-        "data.batch_size=32",
-        "data.num_workers=0",
-        "precision=fp32",
-        "channels_last=false",
-    ]
+    sets = tiny_sets
     args = build_parser().parse_args(
         [
             "train",
