@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 
 import pytest
 import torch
@@ -66,18 +67,13 @@ def test_sparse_then_dense_evaluation(tmp_path):
     assert res["best"]["epoch"] in (3, 5, 6)
 
 
-def test_resume_after_mid_epoch_crash_gives_identical_weights(tmp_path, monkeypatch):
-    full = _cfg(tmp_path, "--set", "mixup_alpha=1.0", "--method", "ce-drw", name="full")
-    full.epochs = 4
-    runner.train(full)
-    ref = ckpt.load(tmp_path / "full" / "last.pt")["model"]
-
-    cfg = _cfg(tmp_path, "--set", "mixup_alpha=1.0", "--method", "ce-drw", name="crashed")
-    cfg.epochs = 4
+def _crash_in_epoch_3(cfg, monkeypatch):
+    """Train ``cfg`` until a KeyboardInterrupt after two steps of its third epoch (last.pt
+    then holds epoch 2), and put the real epoch loop back."""
     real = runner.train_one_epoch
 
-    def crash_in_epoch_3(env, loader, epoch, *a, **k):
-        if epoch == 2:  # 0-based: die after two steps of the third epoch
+    def crashing(env, loader, epoch, *a, **k):
+        if epoch == 2:  # 0-based
 
             def dying():
                 for i, batch in enumerate(loader):
@@ -88,11 +84,22 @@ def test_resume_after_mid_epoch_crash_gives_identical_weights(tmp_path, monkeypa
             return real(env, dying(), epoch, *a, **k)
         return real(env, loader, epoch, *a, **k)
 
-    monkeypatch.setattr(runner, "train_one_epoch", crash_in_epoch_3)
+    monkeypatch.setattr(runner, "train_one_epoch", crashing)
     with pytest.raises(KeyboardInterrupt):
         runner.train(cfg)
-    assert ckpt.load(tmp_path / "crashed" / "last.pt")["epoch"] == 1
     monkeypatch.setattr(runner, "train_one_epoch", real)
+
+
+def test_resume_after_mid_epoch_crash_gives_identical_weights(tmp_path, monkeypatch):
+    full = _cfg(tmp_path, "--set", "mixup_alpha=1.0", "--method", "ce-drw", name="full")
+    full.epochs = 4
+    runner.train(full)
+    ref = ckpt.load(tmp_path / "full" / "last.pt")["model"]
+
+    cfg = _cfg(tmp_path, "--set", "mixup_alpha=1.0", "--method", "ce-drw", name="crashed")
+    cfg.epochs = 4
+    _crash_in_epoch_3(cfg, monkeypatch)
+    assert ckpt.load(tmp_path / "crashed" / "last.pt")["epoch"] == 1
     runner.train(cfg, resume=True)
     got = ckpt.load(tmp_path / "crashed" / "last.pt")["model"]
     for k in ref:
@@ -105,6 +112,44 @@ def test_resume_after_mid_epoch_crash_gives_identical_weights(tmp_path, monkeypa
     assert all(w >= float(r["seconds"]) for w, r in zip(walls, rows, strict=True))
     assert "wall_seconds_partial" not in res
     assert res["wall_seconds"] >= sum(walls) * (1 - 1e-5)
+
+
+def test_loss_scaler_state_survives_a_resume(tmp_path, monkeypatch):
+    """fp16's GradScaler (CUDA only; here a CPU GradScaler on the fp32 digits run, its scale
+    doubling every 3 steps from 2**20): its state is checkpointed and restored, so a run
+    stopped mid-epoch and resumed ends with the scale and weights of the uninterrupted one."""
+    real_build = runner.build_training
+
+    def with_scaler(run):
+        setup = real_build(run)
+        setup.env.scaler = torch.amp.GradScaler("cpu", init_scale=2.0**20, growth_interval=3)
+        return setup
+
+    monkeypatch.setattr(runner, "build_training", with_scaler)
+    full = _cfg(tmp_path, name="full")
+    full.epochs = 4
+    runner.train(full)
+    ref = ckpt.load(tmp_path / "full" / "last.pt")
+    assert ref["scaler"]["scale"] > 2.0**30  # it grew: the scaler took part in every step
+
+    cfg = _cfg(tmp_path, name="stopped")
+    cfg.epochs = 4
+    _crash_in_epoch_3(cfg, monkeypatch)
+    shutil.copytree(tmp_path / "stopped", tmp_path / "scale_lost")
+    runner.train(cfg, resume=True)
+    got = ckpt.load(tmp_path / "stopped" / "last.pt")
+    assert got["scaler"] == ref["scaler"]
+    for k in ref["model"]:
+        assert torch.equal(ref["model"][k], got["model"][k]), k
+    # the control: the same resume with the scaler's state dropped ends at another scale
+    state = ckpt.load(tmp_path / "scale_lost" / "last.pt")
+    state["scaler"] = {}
+    ckpt.save_atomic(state, tmp_path / "scale_lost" / "last.pt")
+    cfg.out = str(tmp_path / "scale_lost")
+    runner.train(cfg, resume=True)
+    assert (
+        ckpt.load(tmp_path / "scale_lost" / "last.pt")["scaler"]["scale"] < ref["scaler"]["scale"]
+    )
 
 
 def test_resume_from_a_checkpoint_without_epoch_wall_times_flags_partial(tmp_path):

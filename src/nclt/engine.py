@@ -180,6 +180,7 @@ def train_one_epoch(
             raise NonFiniteLossError(msg + "; the last good checkpoint is kept")
         env.optimizer.zero_grad(set_to_none=True)
         if env.scaler is not None:
+            ctx["grad_scale"] = env.scaler.get_scale()  # the hooks' gradients are scaled by it
             env.scaler.scale(res.total).backward()
             env.scaler.step(env.optimizer)
             env.scaler.update()

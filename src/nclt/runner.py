@@ -63,7 +63,10 @@ def resolve_device(name: str) -> torch.device:
             f"device {name!r} is not a device name; use auto, cpu, cuda or cuda:N"
         ) from None
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {name!r} requested but CUDA is not available; use device=cpu")
+        raise ConfigError(
+            f"device {name!r} requested but CUDA is not available; use device=cpu "
+            "(nclt eval / report: --device cpu)"
+        )
     if dev.type == "cuda" and dev.index is None and dist.env_world_size() > 1:
         dev = torch.device("cuda", dist.env_local_rank())  # torchrun: one GPU per process
     return dev
@@ -224,6 +227,9 @@ def load_run(
         cfg.data.root = data_root
     if device:
         cfg.device = device
+    if cfg.precision == "fp16" and resolve_device(cfg.device).type != "cuda":
+        log.info("fp16 autocast needs CUDA: this checkpoint is evaluated in fp32")
+        cfg.precision = "fp32"
     cfg.init_from = ""  # the checkpoint holds the weights; no second-stage initialisation
     run = build_run(cfg)
     check_compatible(state, run)
@@ -314,6 +320,7 @@ def _checkpoint_state(
     epoch: int,
     best: dict[str, Any],
     history: list[dict[str, Any]],
+    scaler: Any = None,
 ) -> dict[str, Any]:
     return {
         "format": ckpt.FORMAT_VERSION,
@@ -321,6 +328,8 @@ def _checkpoint_state(
         "model": run.model.state_dict(),
         "objective": run.method.objective.state_dict(),
         "optimizer": optimizer.state_dict() if optimizer is not None else {},
+        # fp16's loss scale and growth tracker: a resumed run scales as the uninterrupted one
+        "scaler": scaler.state_dict() if scaler is not None else {},
         "rng": ckpt.rng_state(),
         "best": best,
         "history": history,
@@ -436,6 +445,9 @@ def build_training(run: Run) -> TrainSetup:
         if _backbone_frozen(run) and not run.method.update_frozen_bn
         else [],
     )
+    if cfg.precision == "fp16" and optimizer is not None:
+        # float16 gradients underflow without loss scaling (bf16 has float32's range)
+        env.scaler = torch.amp.GradScaler(run.device.type)
     batch_gen = torch.Generator(device=run.device)
     if cfg.data.batch_augment:
         env.batch_transform = BatchCropFlip(padding=4, generator=batch_gen)
@@ -517,6 +529,8 @@ def _train(cfg: TrainConfig, resume: bool, stop: StopOnSignal) -> dict[str, Any]
         run.method.objective.load_state_dict(state["objective"])
         if optimizer is not None:
             optimizer.load_state_dict(state["optimizer"])
+        if env.scaler is not None and state.get("scaler"):
+            env.scaler.load_state_dict(state["scaler"])
         ckpt.set_rng_state(state["rng"])
         start_epoch, best, history = state["epoch"] + 1, state["best"], state["history"]
         if branched:
@@ -596,7 +610,7 @@ def _train(cfg: TrainConfig, resume: bool, stop: StopOnSignal) -> dict[str, Any]
             assert metrics_csv is not None
             metrics_csv.append(row)
             _tb_log(writer, row, epoch + 1)
-            state = _checkpoint_state(run, optimizer, epoch, best, history)
+            state = _checkpoint_state(run, optimizer, epoch, best, history, env.scaler)
             ckpt.save_atomic(state, out / "last.pt")
             if best.get("epoch") == epoch + 1:
                 ckpt.save_atomic(state, out / "best.pt")
@@ -710,8 +724,9 @@ class GradProbe:
         grad = ctx["logits"].grad
         if grad is None:
             return
+        grad = grad.detach() / ctx.get("grad_scale", 1.0)  # fp16: undo the loss scaling
         per_class = class_gradient_components(
-            grad.detach(), ctx["features"].detach(), labels, self.c, self.k
+            grad, ctx["features"].detach(), labels, self.c, self.k
         )
         # under DDP: the global batch's components (the ranks' sums, averaged as DDP averages
         # the gradient), one (K, D) all-reduce per step while the probe is on
