@@ -292,13 +292,17 @@ def cmd_eval(args: argparse.Namespace) -> int:
                 f"--gaussian-noise {args.gaussian_noise!r}: expected numbers, e.g. 0.1,0.2,0.3,0.4"
             ) from None
         res = evaluate_noise(
-            args.checkpoint, sigmas, data_root=args.data_root, seed=args.noise_seed
+            args.checkpoint,
+            sigmas,
+            data_root=args.data_root,
+            seed=args.noise_seed,
+            device=args.device,
         )
         print(format_noise(res))
         if args.json:
             write_json(Path(args.json), res)
         return 0
-    res = evaluate_checkpoint(args.checkpoint, data_root=args.data_root)
+    res = evaluate_checkpoint(args.checkpoint, data_root=args.data_root, device=args.device)
     print(format_results(res))
     if args.json:
         write_json(Path(args.json), res)
@@ -621,6 +625,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("checkpoint")
     e.add_argument("--data-root")
     e.add_argument("--json", help="also write the results to this JSON file")
+    e.add_argument(
+        "--device", help="cpu, cuda, ... (default: the checkpoint's; a GPU run evaluates on cpu)"
+    )
     e.add_argument(
         "--gaussian-noise",
         metavar="S1,S2,...",

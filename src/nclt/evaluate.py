@@ -9,9 +9,12 @@ from nclt.engine import Precision
 from nclt.runner import final_metrics, load_run
 
 
-def evaluate_checkpoint(path: str | Path, data_root: str | None = None) -> dict[str, Any]:
-    """Rebuild the run a checkpoint came from, load its weights, and measure it."""
-    run, state = load_run(path, data_root)
+def evaluate_checkpoint(
+    path: str | Path, data_root: str | None = None, device: str | None = None
+) -> dict[str, Any]:
+    """Rebuild the run a checkpoint came from, load its weights, and measure it (on
+    ``device`` when given, else on the checkpoint's own)."""
+    run, state = load_run(path, data_root, device)
     cfg = run.cfg
     test, nc = final_metrics(run, Precision.of(cfg.precision, run.device))
     return {

@@ -97,6 +97,24 @@ def test_eval_refuses_weights_that_do_not_fit(cli, run_dir):
     )
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the case of a machine without CUDA")
+def test_a_gpu_checkpoint_on_a_machine_without_cuda(cli, run_dir):
+    """A run trained on a GPU (device cuda, fp16) read where there is none: the error names
+    --device cpu; with it, the same accuracy as the run's own (fp16 evaluated in fp32)."""
+    import json
+
+    state = ckpt.load(run_dir / "last.pt")
+    state["config"]["device"], state["config"]["precision"] = "cuda", "fp16"
+    ckpt.save_atomic(state, run_dir / "gpu.pt")
+    assert_one_clear_line(
+        cli("eval", str(run_dir / "gpu.pt")), "CUDA is not available", "--device cpu"
+    )
+    out = run_dir / "eval.json"
+    assert cli("eval", str(run_dir / "gpu.pt"), "--device", "cpu", "--json", str(out)).code == 0
+    want = json.loads((run_dir / "results.json").read_text())["top1"]
+    assert json.loads(out.read_text())["top1"] == pytest.approx(want)
+
+
 def test_foreign_files_and_no_run(cli, tmp_path):
     torch.save({"state_dict": {"w": torch.ones(2)}}, tmp_path / "foreign.pt")
     assert_one_clear_line(cli("eval", str(tmp_path / "foreign.pt")), "not an nclt checkpoint")
