@@ -74,12 +74,13 @@ def _cases() -> list[tuple[str, str, dict[str, Any]]]:
     return cases
 
 
-def _cfg(method: str, args: dict[str, Any], init_from: str = "", sync_bn: bool = True) -> Any:
+def _cfg(method: str, args: dict[str, Any], init_from: str = "", sync_bn: bool = True,
+         device: str = "cpu") -> Any:
     from nclt.config import build_config
 
     sets = ["data.dataset=digits", "model.arch=small_cnn", "model.width=4",
             f"sync_bn={str(sync_bn).lower()}",
-            "precision=fp32", "channels_last=false", "device=cpu", "epochs=5",
+            "precision=fp32", "channels_last=false", f"device={device}", "epochs=5",
             f"data.batch_size={2 * B}", "data.num_workers=0", "optim.schedule=constant",
             "optim.warmup_epochs=0", "optim.lr=0.1", "progress=false", f"method.name={method}"]
     if init_from:
@@ -113,12 +114,13 @@ def _first_stage(path: Path) -> None:
 
 
 def _one_step(case: tuple[str, str, dict[str, Any]], rows: slice, stage1: str,
-              sync_bn: bool = True) -> dict[str, Any]:
+              sync_bn: bool = True, device: str = "cpu") -> dict[str, Any]:
+    """One step of ``case`` on ``rows`` of the fixed batch (also the CUDA tests' step)."""
     from nclt.engine import train_one_epoch
     from nclt.runner import build_run, build_training
 
     _, method, args = case
-    run = build_run(_cfg(method, args, stage1 if method in STAGE2 else "", sync_bn))
+    run = build_run(_cfg(method, args, stage1 if method in STAGE2 else "", sync_bn, device))
     run.model.double()
     run.method.objective.double()
     setup = build_training(run)
@@ -126,8 +128,8 @@ def _one_step(case: tuple[str, str, dict[str, Any]], rows: slice, stage1: str,
     views = [v[rows] for v in xs]
     batch = (views if len(views) > 1 else views[0], labels[rows])
     stats = train_one_epoch(setup.env, [batch], epoch=4, epochs=5, steps_per_epoch=1)
-    state = {f"model.{k}": v.detach().clone() for k, v in run.model.state_dict().items()}
-    state.update({f"objective.{k}": v.detach().clone()
+    state = {f"model.{k}": v.detach().cpu().clone() for k, v in run.model.state_dict().items()}
+    state.update({f"objective.{k}": v.detach().cpu().clone()
                   for k, v in run.method.objective.state_dict().items()})
     losses = {k: v for k, v in stats.items() if k not in (
         "lr", "seconds", "images_per_second", "skipped_steps", "train_top1")}
