@@ -19,7 +19,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
-TESTS=0 ROWS="" IMBALANCE=100 BUDGET=480 WORKERS=8 SEEDS=0 DEVICE=cuda
+TESTS=0 ROWS="" IMBALANCE=100 BUDGET=480 WORKERS=12 SEEDS=0 DEVICE=cuda
 while [ $# -gt 0 ]; do
   case "$1" in
     --tests) TESTS=1 ;;

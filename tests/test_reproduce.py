@@ -198,6 +198,22 @@ def test_wall_time_of_a_run_resumed_from_an_old_checkpoint_is_not_shown(results)
     assert "1h03m / -" in _line(build_report(results), "INC", "ce", 100.0).cells()
 
 
+def test_a_row_trained_on_a_gpu_says_so_in_its_time(results):
+    """GPU times are not the CPU's: the time cell of a run whose config ran on CUDA (or on
+    ``auto`` where its environment names an accelerator) ends with "(GPU)"."""
+    cfg_path = row_dir(results, "ldam_drw", 100) / "config.yaml"
+    assert "(GPU)" not in _line(build_report(results), "BCL", "ldam_drw", 100.0).cells()[10]
+    for device, accelerator in (("cuda", None), ("auto", "NVIDIA H200")):
+        cfg = yaml.safe_load(cfg_path.read_text())
+        cfg["device"], cfg["environment"]["accelerator"] = device, accelerator
+        cfg_path.write_text(yaml.safe_dump(cfg))
+        cell = _line(build_report(results), "BCL", "ldam_drw", 100.0).cells()[10]
+        assert cell == "1h30m / 1h31m (GPU)", (device, cell)
+    cfg["device"] = "cpu"  # an accelerator was there, the run did not use it
+    cfg_path.write_text(yaml.safe_dump(cfg))
+    assert "(GPU)" not in _line(build_report(results), "BCL", "ldam_drw", 100.0).cells()[10]
+
+
 def test_known_basis_wins_over_default(results):
     """--basis last: ce (basis not said) compares the last epoch; LDAM-DRW (best) keeps best."""
     report = build_report(results, basis="last")

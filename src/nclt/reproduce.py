@@ -410,6 +410,18 @@ class Measured:
         return mean_std(walls)[0]
 
     @property
+    def on_gpu(self) -> bool:
+        """Whether a run trained on a GPU (its config's device, or ``auto`` where its
+        environment names an accelerator): its times are not this CPU's."""
+
+        def gpu(cfg: dict[str, Any]) -> bool:  # the flattened config (dotted keys)
+            device = str(cfg.get("device") or "auto")
+            accelerator = cfg.get("environment.accelerator")
+            return device.startswith("cuda") or (device == "auto" and bool(accelerator))
+
+        return any(gpu(r.config) for r in self.runs)
+
+    @property
     def mixup(self) -> bool | None:
         """Whether our runs used MixUp (None for a second stage, which never does)."""
         if self.row in STAGE2_ROWS:
@@ -603,7 +615,9 @@ class Line:
             "-" if d is None else f"{d:+.2f}",
             "-" if d is None else f"{d + self.offset.used:+.2f}",
             str(len(m.runs)) if m else "0",
-            f"{_duration(m.seconds)} / {_duration(m.wall_seconds)}" if m else "-",
+            f"{_duration(m.seconds)} / {_duration(m.wall_seconds)}{' (GPU)' if m.on_gpu else ''}"
+            if m
+            else "-",
             self.status,
         ]
 
@@ -766,7 +780,8 @@ class Report:
             "(results.json `seconds`) / the whole run (`wall_seconds`: with the "
             'test evaluation, resumed parts included; "-" where a run was resumed from '
             "a checkpoint older than nclt's per-epoch wall times); a second stage counts "
-            "its own stage only."
+            'its own stage only; "(GPU)" marks a row trained on a GPU, every other ran on '
+            "the project's 2-core CPU."
         )
         for key in self.papers:
             paper = PAPERS[key]

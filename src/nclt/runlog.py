@@ -31,6 +31,9 @@ def environment() -> dict[str, Any]:
         "torch": str(torch.__version__),
         "torchvision": str(torchvision.__version__),
         "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        # the GPU a run could use (which one it did use: its ``device`` key)
+        "accelerator": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
     }
 
 
