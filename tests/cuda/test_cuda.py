@@ -38,10 +38,10 @@ pytestmark = [
 os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 
 
-def _step_harness() -> Any:
-    """tests/dist/test_ddp_step.py as a module (its cases, batch and one-step function)."""
-    path = Path(__file__).resolve().parents[1] / "dist" / "test_ddp_step.py"
-    spec = importlib.util.spec_from_file_location("_nclt_step_harness", path)
+def _sibling(relpath: str, name: str) -> Any:
+    """Another test file of tests/ as a module (its helpers, not its tests)."""
+    path = Path(__file__).resolve().parents[1] / relpath
+    spec = importlib.util.spec_from_file_location(name, path)
     assert spec is not None and spec.loader is not None
     mod = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = mod
@@ -49,7 +49,8 @@ def _step_harness() -> Any:
     return mod
 
 
-H = _step_harness()
+H = _sibling("dist/test_ddp_step.py", "_nclt_step_harness")  # cases, batch, one step
+E2E = _sibling("test_train_e2e.py", "_nclt_e2e_helpers")  # _crash_in_epoch_3
 
 
 @pytest.fixture(scope="module")
@@ -123,25 +124,9 @@ def test_train_stop_and_resume_on_the_accelerator(
         ratio = float(rows[0][k]) / float(cpu_rows[0][k])
         assert 0.5 < ratio < 2.0, (k, rows[0][k], cpu_rows[0][k])
 
-    real = runner.train_one_epoch
-
-    def stop_in_epoch_3(env: Any, loader: Any, epoch: int, *a: Any, **k: Any) -> Any:
-        if epoch == 2:
-
-            def dying() -> Any:
-                for i, batch in enumerate(loader):
-                    if i == 2:
-                        raise KeyboardInterrupt
-                    yield batch
-
-            return real(env, dying(), epoch, *a, **k)
-        return real(env, loader, epoch, *a, **k)
-
-    monkeypatch.setattr(runner, "train_one_epoch", stop_in_epoch_3)
-    with pytest.raises(KeyboardInterrupt):
-        runner.train(_cfg(tmp_path / "stopped", precision))
-    monkeypatch.setattr(runner, "train_one_epoch", real)
-    runner.train(_cfg(tmp_path / "stopped", precision), resume=True)
+    stopped = _cfg(tmp_path / "stopped", precision)
+    E2E._crash_in_epoch_3(stopped, monkeypatch)
+    runner.train(stopped, resume=True)
     got = ckpt.load(tmp_path / "stopped" / "last.pt")
     for k, v in ref["model"].items():
         assert torch.equal(v, got["model"][k]), k
