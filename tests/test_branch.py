@@ -153,3 +153,17 @@ def test_reproduce_commands_branch_the_drw_rows():
     assert "--branch-from runs/cifar10_lt/IF100/ce_mixup/epoch_180.pt" in text
     three = commands([("ce_drw", 50.0)])
     assert "--branch-from runs/cifar10_lt/IF50/ce/seed$k/epoch_160.pt" in three
+
+
+def test_the_fig8_rows_take_disa_fig8_lambda_at_each_factor():
+    """DisA Fig. 8's best lambda differs per factor (8 / 8 / 0.8 / 6 at IF 200 / 100 / 50 / 10):
+    the files carry IF 100's, the queue and the printed commands set the others."""
+    from nclt.reproduce import row_overrides
+
+    assert row_overrides("ce_disa_fig8", 100.0) == []
+    assert row_overrides("ce_disa_fig8", 50.0) == ["method.args.disa.weight=0.8"]
+    assert row_overrides("ce_drw_disa_fig8", 10.0) == ["method.args.disa.weight=6"]
+    assert row_overrides("ce_disa", 50.0) == []  # the text's lambda stays the text's
+    text = commands([("ce_drw_disa_fig8", 50.0), ("ce_disa_fig8", 50.0)], seeds="0")
+    assert text.count("--set method.args.disa.weight=0.8") == 2  # the sibling and the branch
+    assert "--branch-from runs/cifar10_lt/IF50/ce_disa_fig8/epoch_180.pt" in text

@@ -58,8 +58,11 @@ BRANCH_ROWS: dict[str, tuple[str, int]] = {
     "ce_drw_mixup": ("ce_mixup", 180),
     "ce_drw_disa": ("ce_disa", 180),
     "ce_drw_disa_code": ("ce_disa_code", 160),
+    "ce_drw_disa_fig8": ("ce_disa_fig8", 180),
     "ldam_drw_disa": ("ldam_disa", 180),
 }
+#: DisA Appendix C Fig. 8: the best DisA weight lambda per imbalance factor (the rows *_fig8).
+DISA_FIG8_LAMBDA: dict[float, float] = {200.0: 8.0, 100.0: 8.0, 50.0: 0.8, 10.0: 6.0}
 #: CE without MixUp, the reference of the JPEG offset (ERRATA "Reproduction").
 CE_ROW = "ce"
 CE_REFERENCE: dict[float, tuple[float, str]] = {
@@ -329,6 +332,8 @@ def row_overrides(row: str, imbalance: float) -> list[str]:
     """``--set`` values a row needs at this factor beyond its config file."""
     if row in ("allnc", "allnc_pp") and imbalance == 200:  # AllNC Table VI: gamma 2.0 at 200
         return [f"method.args.{'allnc' if row == 'allnc' else 'allnc++'}.gamma=2.0"]
+    if row.endswith("_fig8") and imbalance in DISA_FIG8_LAMBDA and imbalance != 100:
+        return [f"method.args.disa.weight={DISA_FIG8_LAMBDA[imbalance]:g}"]  # the file has 100's
     return []
 
 
@@ -343,18 +348,18 @@ def train_command(row: str, imbalance: float, seeds: str = "0,1,2") -> str:
             f"nclt reproduce --collect {src}/stage2_{stage} --row {row} "
             f"--imbalance {imbalance:g}"
         )
+    extra = "".join(f" --set {s}" for s in row_overrides(row, imbalance))
     if row in BRANCH_ROWS:
         sibling, epoch = BRANCH_ROWS[row]
         seed_dir = "/seed$k" if "," in seeds else ""  # --seeds with one seed: no seed folder
         return (
             f"for k in {seeds.replace(',', ' ')}; do  # epochs 1-{epoch} are {sibling}'s\n"
             f"  nclt train --config configs/cifar10_lt/{row}.yaml --imbalance {imbalance:g} "
-            f"--data-root data --set seed=$k --out {out}/{row}{seed_dir} \\\n"
+            f"--data-root data --set seed=$k{extra} --out {out}/{row}{seed_dir} \\\n"
             f"    --branch-from {out}/{sibling}{seed_dir}/epoch_{epoch}.pt\n"
             f"done\n"
             f"nclt reproduce --collect {out}/{row} --row {row} --imbalance {imbalance:g}"
         )
-    extra = "".join(f" --set {s}" for s in row_overrides(row, imbalance))
     return (
         f"nclt train --config configs/cifar10_lt/{row}.yaml --imbalance {imbalance:g} "
         f"--data-root data --seeds {seeds} --out {out}/{row}{extra}\n"
