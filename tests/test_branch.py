@@ -167,3 +167,15 @@ def test_the_fig8_rows_take_disa_fig8_lambda_at_each_factor():
     text = commands([("ce_drw_disa_fig8", 50.0), ("ce_disa_fig8", 50.0)], seeds="0")
     assert text.count("--set method.args.disa.weight=0.8") == 2  # the sibling and the branch
     assert "--branch-from runs/cifar10_lt/IF50/ce_disa_fig8/epoch_180.pt" in text
+
+
+def test_every_allnc_row_takes_gamma_2_at_if_200_from_its_config_method():
+    """AllNC Table VI: gamma 2.0 at IF 200. The key follows each row's method (allnc, allnc++),
+    so a variant row (allnc_grw) gets it too, and no other row does."""
+    from nclt.reproduce import row_overrides
+
+    assert row_overrides("allnc", 200.0) == ["method.args.allnc.gamma=2.0"]
+    assert row_overrides("allnc_pp", 200.0) == ["method.args.allnc++.gamma=2.0"]
+    assert row_overrides("allnc_grw", 200.0) == ["method.args.allnc.gamma=2.0"]
+    assert row_overrides("allnc_grw", 100.0) == []
+    assert row_overrides("bcl", 200.0) == []

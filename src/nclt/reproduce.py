@@ -330,8 +330,9 @@ def row_runs(folder: Path) -> list[Path]:
 
 def row_overrides(row: str, imbalance: float) -> list[str]:
     """``--set`` values a row needs at this factor beyond its config file."""
-    if row in ("allnc", "allnc_pp") and imbalance == 200:  # AllNC Table VI: gamma 2.0 at 200
-        return [f"method.args.{'allnc' if row == 'allnc' else 'allnc++'}.gamma=2.0"]
+    method = expected_run(row)["method"]
+    if method in ("allnc", "allnc++") and imbalance == 200:  # AllNC Table VI: gamma 2.0 at 200
+        return [f"method.args.{method}.gamma=2.0"]
     if row.endswith("_fig8") and imbalance in DISA_FIG8_LAMBDA and imbalance != 100:
         return [f"method.args.disa.weight={DISA_FIG8_LAMBDA[imbalance]:g}"]  # the file has 100's
     return []
