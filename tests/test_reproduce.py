@@ -433,3 +433,85 @@ def test_paper_figure_has_a_point_per_paper_that_publishes_a_measured_row(
     ce_70 = [p for p in points if p[0].startswith("ce (") and p[1] == 70.4]
     assert len(ce_70) == 1 and "ARB" in ce_70[0][0] and "INC" in ce_70[0][0]
     assert any(p[0].startswith("ldam_drw (") and p[1:] == (77.03, 74.0, True) for p in points)
+
+
+def test_summary_one_line_per_measured_row_against_every_paper(results):
+    """The summary merges every paper's number for a row: equal values (82.60 / 82.6) once,
+    Δ + offset against each, flagged against exactly the papers it falls short of; baselines
+    first, a variant without a published number right after its base row."""
+    for row, method, best in (
+        ("ce_disa_fig8", "ce+disa", 66.0),
+        ("ce_disa", "ce+disa", 74.0),
+        ("etf_dr", "etf-dr", 75.0),
+    ):
+        _fake_run(row_dir(results, row, 100), method, 0, best, best - 1, mixup=1.0, extra=False)
+    report = build_report(results)
+    rows = {r[0]: r for r in report.summary_rows()}
+    assert [r[0] for r in report.summary_rows()] == [
+        "`ce`",
+        "`ldam_drw`",
+        "`etf_dr`",
+        "`ce_disa`",
+        "`ce_disa_fig8`",
+    ]
+    # AllNC prints 76.50, INC and DisA 76.5: one number; 75.0 - 76.5 + 1.9 = +0.40
+    assert rows["`etf_dr`"][5:8] == ["76.50 AllNC, INC, DisA", "+0.40", "ok"]
+    std = statistics.stdev([68.0, 69.0])
+    # offset 70.4 - 68.5 = 1.9: ce is -0.30 + 0.30 under AllNC's 70.70 and 0 under 70.4
+    assert rows["`ce`"][1:7] == [
+        "100",
+        "2",
+        f"68.50 ± {std:.2f}",
+        f"67.50 ± {std:.2f}",
+        "70.70 AllNC; 70.4 INC, ARB",
+        "-0.30; +0.00",
+    ]
+    assert rows["`ce`"][7] == "offset reference"
+    # ldam_drw 74.0: 77.03 (AllNC, BCL, LDAM-DRW) and 77.0 (INC) flag it, 74.9 (ARB) does not
+    ldam = rows["`ldam_drw`"]
+    assert ldam[5] == "77.03 (best) AllNC, BCL, LDAM-DRW; 77.0 (best) INC; 74.9 ARB"
+    assert ldam[6] == "-1.13; -1.10; +1.00"
+    assert ldam[7] == "**needs investigation** (vs AllNC, INC, BCL, LDAM-DRW)"
+    assert ldam[8] == "1h30m"
+    # ce_disa 74.0 against DisA's 74.7: -0.7 + 1.9 = +1.2, ok; the variant has no number
+    assert rows["`ce_disa`"][5:8] == ["74.7 DisA", "+1.20", "ok"]
+    assert rows["`ce_disa_fig8`"][5:8] == ["-", "-", "no published number"]
+    text = report.summary()
+    assert text.startswith("### Summary") and "JPEG offset used: IF 100 1.90." in text
+    assert text in report.render()
+    # one paper's view lists only what that paper publishes
+    disa = build_report(results, paper="DisA").summary_rows()
+    assert [r[0] for r in disa] == ["`etf_dr`", "`ce_disa`"]
+    assert disa[0][5] == "76.5 DisA"
+
+
+def test_markdown_writes_the_summary_into_the_readme_above_the_doc(results, tmp_path, capsys):
+    """--markdown also fills the README one folder above the doc's (between its summary
+    markers); a README without them is left alone unless named with --readme, which is then
+    refused before anything is written."""
+    from nclt.reproduce import SUMMARY_END, SUMMARY_START
+
+    (tmp_path / "docs").mkdir()
+    doc = _doc(tmp_path / "docs" / "REPRODUCTION.md")
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# nclt\n\n## Status\n\n{SUMMARY_START}\nold\n{SUMMARY_END}\n\nmore\n")
+    args = ["reproduce", "--results", str(results), "--markdown", "--doc", str(doc)]
+    assert main(args) == 0
+    assert f"wrote {readme}" in capsys.readouterr().out
+    text = readme.read_text()
+    inside = text.split(SUMMARY_START)[1].split(SUMMARY_END)[0]
+    assert "old" not in inside and text.endswith(SUMMARY_END + "\n\nmore\n")
+    assert "| `ldam_drw` | 100 | 1 | 74.00 | 73.50 |" in inside
+    assert f"a note on every gap: {doc}." in inside and "### Summary" not in inside
+    assert main(args) == 0 and f"unchanged: {readme}" in capsys.readouterr().out
+    assert readme.read_text() == text
+
+    plain = "# nclt\n\nno markers\n"
+    readme.write_text(plain)
+    doc_text = doc.read_text()
+    assert main(args) == 0  # found but without markers: not ours to write
+    assert readme.read_text() == plain
+    assert main([*args, "--readme", str(readme)]) == 2
+    assert "reproduction-summary" in capsys.readouterr().err
+    assert readme.read_text() == plain and doc.read_text() == doc_text
+    assert main([*args, "--readme", ""]) == 0 and readme.read_text() == plain

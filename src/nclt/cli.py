@@ -376,6 +376,14 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         print(reproduce.commands(report.missing), end="")
     if args.markdown:
         reproduce.check_doc(args.doc)  # before writing any figure next to it
+        if args.readme is None:  # the README one folder above the doc's, if it has the markers
+            found = Path(args.doc).resolve().parent.parent / "README.md"
+            text_of = found.read_text() if found.is_file() else ""
+            args.readme = str(found) if reproduce.SUMMARY_START in text_of else ""
+        if args.readme:
+            reproduce.check_doc(
+                args.readme, reproduce.SUMMARY_START, reproduce.SUMMARY_END, "--readme"
+            )
         fig_dir = Path(args.doc).parent / "figures"
         figures = reproduce.per_class_figures(report, fig_dir)
         against = reproduce.paper_figures(report, fig_dir)
@@ -383,6 +391,15 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
             args.doc, text + reproduce.figures_block(figures, args.doc, against)
         )
         print(f"\n{'wrote' if changed else 'unchanged:'} {args.doc}")
+        if args.readme:
+            changed = reproduce.write_markdown(
+                args.readme,
+                report.summary(heading="")
+                + f"\n\nPer-paper tables, protocols and a note on every gap: {args.doc}.",
+                reproduce.SUMMARY_START,
+                reproduce.SUMMARY_END,
+            )
+            print(f"{'wrote' if changed else 'unchanged:'} {args.readme}")
     return 0
 
 
@@ -752,6 +769,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--doc",
         default="docs/REPRODUCTION.md",
         help="the doc --markdown writes (default docs/REPRODUCTION.md)",
+    )
+    rp.add_argument(
+        "--readme",
+        default=None,
+        help="with --markdown, also write the one-table summary into this file between its "
+        "reproduction-summary markers (default: the README.md above --doc's folder when it "
+        "has them; '' to skip)",
     )
     rp.add_argument(
         "--commands",

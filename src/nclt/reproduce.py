@@ -46,6 +46,9 @@ def if_rank(imbalance: float) -> tuple[int, float]:
 
 MARK_START = "<!-- tables:start -->"
 MARK_END = "<!-- tables:end -->"
+#: the README's generated summary (``nclt reproduce --markdown --readme README.md``)
+SUMMARY_START = "<!-- reproduction-summary:start -->"
+SUMMARY_END = "<!-- reproduction-summary:end -->"
 #: points of slack above the JPEG offset before a gap "needs investigation".
 TOLERANCE = 1.0
 #: second stages: row -> (first-stage row, stage name of ``nclt train --stage2``).
@@ -722,6 +725,23 @@ def _markdown_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(out)
 
 
+#: the summary's first rows: the baselines, then every published row in PUBLISHED's order
+_SUMMARY_HEAD = ("ce", "ce_drw", "ce_mixup", "ce_drw_mixup", "ldam_drw", "ldam_drw_mixup")
+
+
+def summary_rank(row: str) -> tuple[int, int, str]:
+    """Sort key of a row in the summary: baselines first, then the papers' order; a variant
+    without a published number (``ce_disa_fig8``, ``allnc_grw``) right after the longest
+    published row its name starts with (``ce_disa``, ``allnc``), else last."""
+    order = {
+        r: i for i, r in enumerate(dict.fromkeys((*_SUMMARY_HEAD, *(p.row for p in PUBLISHED))))
+    }
+    if row in order:
+        return (order[row], 0, row)
+    bases = [r for r in order if row.startswith(r + "_")]
+    return (order[max(bases, key=len)], 1, row) if bases else (len(order), 1, row)
+
+
 @dataclass
 class Report:
     """Every paper's table, the offsets, and what is missing."""
@@ -757,6 +777,91 @@ class Report:
             key=lambda k: (if_rank(k[1]), k[0]),
         )
 
+    def summary_rows(self) -> list[list[str]]:
+        """One line per measured (row, IF), IF 100 first, rows in the papers' order: ours,
+        every distinct published number with the papers that print it, Δ + offset against
+        each, and one status (flagged against which papers). With ``--table`` only the rows
+        that paper publishes."""
+        by_key: dict[tuple[str, float], list[Line]] = {}
+        for p in self.papers:
+            for ln in self.lines[p]:
+                if ln.measured is not None:
+                    by_key.setdefault((ln.pub.row, ln.pub.imbalance), []).append(ln)
+        keys = list(self.found) if len(self.papers) == len(PAPERS) else list(by_key)
+        keys.sort(key=lambda k: (if_rank(k[1]), summary_rank(k[0])))
+        rows = []
+        for key in keys:
+            m, lines = self.found[key], by_key.get(key, [])
+            # one entry per published value (82.60 and 82.6 are one number) and basis
+            numbers: dict[tuple[float, bool], list[Line]] = {}
+            for ln in lines:
+                numbers.setdefault((ln.pub.top1, ln.pub.reported == "best"), []).append(ln)
+            paper = "; ".join(
+                f"{lns[0].pub.text}{' (best)' if best else ''} "
+                + ", ".join(dict.fromkeys(ln.pub.paper for ln in lns))
+                for (_, best), lns in numbers.items()
+            )
+            delta = "; ".join(
+                f"{lns[0].delta + lns[0].offset.used:+.2f}"  # type: ignore[operator]
+                for lns in numbers.values()
+            )
+            flagged = list(dict.fromkeys(ln.pub.paper for ln in lines if ln.flagged))
+            parts = [f"**needs investigation** (vs {', '.join(flagged)})"] if flagged else []
+            for ln in lines:
+                parts += [
+                    s for s in ln.status.split("; ") if s not in ("ok", "**needs investigation**")
+                ]
+            if not lines:
+                parts.append("no published number")
+                parts += m.problems
+            best, last = m.top1("best"), m.top1("last")
+            rows.append(
+                [
+                    f"`{key[0]}`",
+                    f"{key[1]:g}",
+                    str(len(m.runs)),
+                    _pm(best[0], best[1]),
+                    _pm(last[0], last[1]),
+                    paper or "-",
+                    delta or "-",
+                    "; ".join(dict.fromkeys(parts)) or "ok",
+                    _duration(m.seconds) + (" (GPU)" if m.on_gpu else ""),
+                ]
+            )
+        return rows
+
+    def summary(self, heading: str = "### Summary: every row we have run") -> str:
+        """Markdown: the offsets in one line and :meth:`summary_rows` as one table."""
+        offsets = ", ".join(
+            f"IF {f:g} {o.used:.2f}" + ("" if o.value is not None else " (IF 100's)")
+            for f, o in self.offsets.items()
+            if any(k[1] == f for k in self.found)
+        )
+        header = [
+            "row",
+            "IF",
+            "seeds",
+            "ours best",
+            "ours last",
+            "paper",
+            "Δ + offset",
+            "status",
+            "train time",
+        ]
+        rows = self.summary_rows()
+        return "\n".join(
+            ([heading, ""] if heading else [])
+            + [
+                f"Ours against every paper that prints the row ({self.basis}-epoch top-1 where "
+                'the paper does not say; "(best)": the paper\'s basis is known), Δ + offset '
+                "against each number in the same order. JPEG offset used: "
+                f"{offsets or 'none (no runs)'}. A row needs investigation when Δ + offset < "
+                f"-{TOLERANCE:g} against any paper.",
+                "",
+                _markdown_table(header, rows) if rows else "No runs in results/ yet.",
+            ]
+        )
+
     def render(self) -> str:
         """The whole report as Markdown (printed as is, and written by ``--markdown``)."""
         out = []
@@ -789,6 +894,7 @@ class Report:
             'its own stage only; "(GPU)" marks a row trained on a GPU, every other ran on '
             "the project's 2-core CPU."
         )
+        out += ["", self.summary()]
         for key in self.papers:
             paper = PAPERS[key]
             tables = ", ".join(dict.fromkeys(ln.pub.table for ln in self.lines[key]))
@@ -962,32 +1068,36 @@ def figures_block(
     return "\n".join(out) + "\n" if out else ""
 
 
-def check_doc(doc: str | Path) -> str:
+def check_doc(
+    doc: str | Path, start_mark: str = MARK_START, end_mark: str = MARK_END, flag: str = "--doc"
+) -> str:
     """The text of the doc that ``--markdown`` writes, or an error saying what it lacks."""
     doc = Path(doc)
     if not doc.is_file():
-        raise NcltError(f"{doc}: no such file (run from the repository root, or --doc FILE)")
+        raise NcltError(f"{doc}: no such file (run from the repository root, or {flag} FILE)")
     text = doc.read_text()
-    start, end = text.find(MARK_START), text.find(MARK_END)
+    start, end = text.find(start_mark), text.find(end_mark)
     if start < 0 or end < start:
         raise NcltError(
-            f"{doc}: needs the markers {MARK_START} and {MARK_END} (in that "
-            "order) around the generated tables"
+            f"{doc}: needs the markers {start_mark} and {end_mark} (in that "
+            "order) around the generated part"
         )
     return text
 
 
-def write_markdown(doc: str | Path, block: str) -> bool:
+def write_markdown(
+    doc: str | Path, block: str, start_mark: str = MARK_START, end_mark: str = MARK_END
+) -> bool:
     """Replace what lies between the markers of ``doc`` by ``block``; True if it changed."""
     doc = Path(doc)
-    text = check_doc(doc)
-    start, end = text.find(MARK_START), text.find(MARK_END)
+    text = check_doc(doc, start_mark, end_mark)
+    start, end = text.find(start_mark), text.find(end_mark)
     note = (
         "<!-- generated by `nclt reproduce --markdown` from results/: do not edit by hand, "
         "edit results/ or src/nclt/reproduce.py and regenerate -->"
     )
     new = (
-        text[:start] + MARK_START + "\n" + note + "\n\n" + block.rstrip("\n") + "\n\n" + text[end:]
+        text[:start] + start_mark + "\n" + note + "\n\n" + block.rstrip("\n") + "\n\n" + text[end:]
     )
     if new == text:
         return False
