@@ -515,3 +515,49 @@ def test_markdown_writes_the_summary_into_the_readme_above_the_doc(results, tmp_
     assert "reproduction-summary" in capsys.readouterr().err
     assert readme.read_text() == plain and doc.read_text() == doc_text
     assert main([*args, "--readme", ""]) == 0 and readme.read_text() == plain
+
+
+def _nc_rows(root, rows):
+    """Runs at IF 100 with every NC column: rows = [(row, method, best, {column: value})]."""
+    from nclt.reproduce import NC_COLUMNS
+
+    for row, method, best, nc in rows:
+        run = _fake_run(row_dir(root, row, 100), method, 0, best, best - 1, extra=False)
+        data = json.loads((run / "results.json").read_text())
+        data["nc"] = {name: nc.get(name, 0.5) for name, _ in NC_COLUMNS}
+        (run / "results.json").write_text(json.dumps(data))
+
+
+_SIX = [("ce", "ce"), ("ce_drw", "ce-drw"), ("ldam_drw", "ldam-drw"), ("arb", "arb")]
+_SIX += [("inc_drw", "inc-drw"), ("etf_dr", "etf-dr")]
+
+
+def test_nc_against_accuracy_ranks_known_orders(tmp_path):
+    """Spearman's rho of each NC column with the best top-1: NC1 falling as accuracy rises is
+    -1 (with NC), NC4 falling with it is -1 (against NC: NC4 grows with collapse), a constant
+    column has no rho; below NC_CORR_MIN_ROWS rows there is no section."""
+    from nclt.reproduce import nc_accuracy_figures, nc_accuracy_section, spearman
+
+    assert spearman([1, 2, 3], [3, 2, 1])[0] == pytest.approx(-1.0)
+    assert spearman([1, 1, 1], [1, 2, 3]) == (None, None)
+    root = tmp_path / "results"
+    rows = []
+    for i, (row, method) in enumerate(_SIX):
+        acc = 60.0 + 3 * i
+        nc = {"nc1": 1.0 - 0.1 * i, "nc4": 0.99 - 0.01 * i, "self_duality": (-1) ** i * 0.1}
+        rows.append((row, method, acc, nc))
+    _nc_rows(root, rows[:5])
+    found = build_report(root).found
+    assert nc_accuracy_section(found) == ""  # 5 rows: too few
+    _nc_rows(root, rows[5:])
+    # a row whose runs lack a metric (older results) is left out, not counted as 0
+    _fake_run(row_dir(root, "ce_mixup", 100), "ce", 0, 99.0, 98.0, mixup=1.0, extra=False)
+    report = build_report(root)
+    text = nc_accuracy_section(report.found)
+    assert "IF 100, 6 rows." in text
+    assert "Significant at p < 0.05: NC1 (ρ -1.00, with NC); NC4 (ρ -1.00, against NC)." in text
+    assert "| NC1 | lower | -1.00 | 0.000 |" in text
+    assert "| equinorm μ | lower | - | - |" in text  # 0.5 everywhere
+    assert text in report.render()
+    (png,) = nc_accuracy_figures(report, tmp_path / "figs").values()
+    assert png.name == "nc_vs_accuracy_IF100.png" and png.read_bytes()[:4] == b"\x89PNG"

@@ -387,8 +387,9 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         fig_dir = Path(args.doc).parent / "figures"
         figures = reproduce.per_class_figures(report, fig_dir)
         against = reproduce.paper_figures(report, fig_dir)
+        nc_acc = reproduce.nc_accuracy_figures(report, fig_dir)
         changed = reproduce.write_markdown(
-            args.doc, text + reproduce.figures_block(figures, args.doc, against)
+            args.doc, text + reproduce.figures_block(figures, args.doc, against, nc_acc)
         )
         print(f"\n{'wrote' if changed else 'unchanged:'} {args.doc}")
         if args.readme:

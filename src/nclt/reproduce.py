@@ -716,6 +716,92 @@ def nc_section(found: dict[tuple[str, float], Measured]) -> str:
     )
 
 
+#: a factor's NC-against-accuracy correlations are computed from this many rows on
+NC_CORR_MIN_ROWS = 6
+#: NC columns where a larger value means more collapse (every other: smaller)
+_NC_LARGER_IS_COLLAPSE = frozenset({"nc4"})
+
+
+def nc_points(
+    found: dict[tuple[str, float], Measured], imbalance: float
+) -> list[tuple[str, float, dict[str, float]]]:
+    """(row, best-epoch top-1, {NC column: value}) of every row at ``imbalance`` whose runs
+    recorded the NC metrics; both means over the row's seeds."""
+    out = []
+    for (row, f), m in sorted(found.items()):
+        if f != imbalance:
+            continue
+        top1 = m.top1("best")[0]
+        ncs = [r.results.get("nc") or {} for r in m.runs]
+        values = {name: mean_std([nc.get(name) for nc in ncs])[0] for name, _ in NC_COLUMNS}
+        if top1 is not None and all(v is not None for v in values.values()):
+            out.append((row, top1, {k: float(v) for k, v in values.items() if v is not None}))
+    return out
+
+
+def spearman(xs: list[float], ys: list[float]) -> tuple[float | None, float | None]:
+    """Spearman's rank correlation and its two-sided p-value (scipy); (None, None) when
+    either side is constant."""
+    from scipy.stats import spearmanr
+
+    if len(set(xs)) < 2 or len(set(ys)) < 2:
+        return None, None
+    res = spearmanr(xs, ys)
+    return float(res.statistic), float(res.pvalue)
+
+
+def nc_accuracy_section(found: dict[tuple[str, float], Measured]) -> str:
+    """Markdown: does more collapse of the training features go with more test accuracy
+    across our rows? Per imbalance factor with at least ``NC_CORR_MIN_ROWS`` rows, Spearman's
+    rho between each NC column and the best-epoch top-1. Empty without such a factor."""
+    factors = sorted({f for _, f in found}, key=if_rank)
+    parts = []
+    for f in factors:
+        pts = nc_points(found, f)
+        if len(pts) < NC_CORR_MIN_ROWS:
+            continue
+        acc = [p[1] for p in pts]
+        rows, signif = [], []
+        for name, title in NC_COLUMNS:
+            rho, pval = spearman([p[2][name] for p in pts], acc)
+            larger = name in _NC_LARGER_IS_COLLAPSE
+            if rho is not None and pval is not None and pval < 0.05:
+                agrees = (rho > 0) == larger
+                signif.append(f"{title} (ρ {rho:+.2f}, {'with' if agrees else 'against'} NC)")
+            rows.append(
+                [
+                    title,
+                    "higher" if larger else "lower",
+                    "-" if rho is None else f"{rho:+.2f}",
+                    "-" if pval is None else f"{pval:.3f}",
+                ]
+            )
+        parts += [
+            "",
+            f"IF {f:g}, {len(pts)} rows. Significant at p < 0.05: "
+            + ("; ".join(signif) if signif else "none")
+            + ".",
+            "",
+            _markdown_table(["metric", "more collapse is", "ρ with top-1", "p"], rows),
+        ]
+    if not parts:
+        return ""
+    return "\n".join(
+        [
+            "### Neural collapse against accuracy",
+            "",
+            "The papers' premise is that imbalance keeps the features from collapsing and that "
+            "restoring collapse restores accuracy. Across our rows at one imbalance factor: "
+            "Spearman's ρ between each metric of the section above (training features, last "
+            "epoch) and the best-epoch test top-1, with its two-sided p-value (scipy). If more "
+            "collapse went with more accuracy, ρ would be negative (positive for NC4). The rows "
+            "are not independent samples: a DRW row shares its sibling's first 160-180 epochs, "
+            "a second stage its first stage's features.",
+            *parts,
+        ]
+    )
+
+
 def _markdown_table(header: list[str], rows: list[list[str]]) -> str:
     def esc(c: str) -> str:
         return c.replace("|", "\\|")
@@ -911,9 +997,9 @@ class Report:
             out.append(_markdown_table(HEADER, rows))
             if notes:
                 out += ["", "Notes: " + "; ".join(dict.fromkeys(notes)) + "."]
-        nc = nc_section(self.found)
-        if nc:
-            out += ["", nc]
+        for section in (nc_section(self.found), nc_accuracy_section(self.found)):
+            if section:
+                out += ["", section]
         out += ["", "### Missing rows", ""]
         missing = self.missing
         if not missing:
@@ -1049,16 +1135,49 @@ def paper_figures(report: Report, out_dir: str | Path) -> dict[float, Path]:
     return paths
 
 
+def nc_accuracy_figures(report: Report, out_dir: str | Path) -> dict[float, Path]:
+    """One PNG per imbalance factor with at least ``NC_CORR_MIN_ROWS`` rows: each NC column
+    against the best-epoch top-1, a labelled point per row, rho in each panel's title.
+    Returns {IF: path}."""
+    from nclt.report.figures import metric_vs_accuracy
+
+    out_dir = Path(out_dir)
+    paths: dict[float, Path] = {}
+    for imbalance in sorted({f for _, f in report.found}, key=if_rank):
+        pts = nc_points(report.found, imbalance)
+        if len(pts) < NC_CORR_MIN_ROWS:
+            continue
+        panels = []
+        for name, title in NC_COLUMNS:
+            xs = [p[2][name] for p in pts]
+            rho, _ = spearman(xs, [p[1] for p in pts])
+            panels.append((f"{title}" + ("" if rho is None else f"  (ρ {rho:+.2f})"), xs))
+        out_dir.mkdir(parents=True, exist_ok=True)
+        paths[imbalance] = metric_vs_accuracy(
+            [p[0] for p in pts],
+            [p[1] for p in pts],
+            panels,
+            out_dir / f"nc_vs_accuracy_IF{imbalance:g}.png",
+            f"CIFAR-10-LT IF {imbalance:g}: neural collapse of the training features (last "
+            "epoch) against test top-1 (best epoch), one point per row",
+        )
+    return paths
+
+
 def figures_block(
-    paths: dict[float, Path], doc: str | Path, against: dict[float, Path] | None = None
+    paths: dict[float, Path],
+    doc: str | Path,
+    against: dict[float, Path] | None = None,
+    nc_accuracy: dict[float, Path] | None = None,
 ) -> str:
-    """Markdown linking the figures (per-class accuracy, and ``against``: ours against the
-    papers), relative to ``doc``'s folder."""
+    """Markdown linking the figures (per-class accuracy, ``against``: ours against the
+    papers, ``nc_accuracy``: NC metrics against accuracy), relative to ``doc``'s folder."""
     base = Path(doc).resolve().parent
     out = []
     for title, figs, alt in (
         ("Ours against the papers", against or {}, "ours against the papers"),
         ("Per-class accuracy", paths, "per-class accuracy"),
+        ("Neural collapse against accuracy, drawn", nc_accuracy or {}, "NC against accuracy"),
     ):
         if figs:
             out += ["", f"### {title}", ""]

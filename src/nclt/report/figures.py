@@ -516,3 +516,33 @@ __all__ = [
     "per_class_lines",
     "transport_plan",
 ]
+
+
+def metric_vs_accuracy(
+    labels: Sequence[str],
+    accuracy: Sequence[float],
+    panels: Sequence[tuple[str, Sequence[float]]],
+    path: Path,
+    title: str = "",
+) -> Path:
+    """A grid of scatter plots, one panel per metric: the metric (x) against ``accuracy`` (y),
+    a point per entry of ``labels``, each labelled. ``panels`` are (panel title, values)."""
+    cols = min(4, len(panels))
+    rows = math.ceil(len(panels) / cols)
+    fig = Figure(figsize=(3.4 * cols, 3.0 * rows + 0.4))
+    acc = np.asarray(accuracy, dtype=np.float64)
+    for i, (name, values) in enumerate(panels):
+        ax = fig.add_subplot(rows, cols, i + 1)
+        xs = np.asarray(values, dtype=np.float64)
+        ax.scatter(xs, acc, s=14, color="tab:blue", zorder=3)
+        for label, x, y in zip(labels, xs, acc, strict=True):
+            ax.annotate(label, (x, y), xytext=(2, 2), textcoords="offset points", fontsize=4.5)
+        ax.set_title(name, fontsize=8)
+        ax.tick_params(labelsize=6)
+        ax.grid(alpha=0.3)
+        if i % cols == 0:
+            ax.set_ylabel("test top-1 (%)", fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return _save(fig, path)
