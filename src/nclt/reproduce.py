@@ -735,7 +735,7 @@ def nc_points(
         ncs = [r.results.get("nc") or {} for r in m.runs]
         values = {name: mean_std([nc.get(name) for nc in ncs])[0] for name, _ in NC_COLUMNS}
         if top1 is not None and all(v is not None for v in values.values()):
-            out.append((row, top1, {k: float(v) for k, v in values.items() if v is not None}))
+            out.append((row, top1, values))  # type: ignore[arg-type]  # no None left
     return out
 
 
@@ -750,30 +750,54 @@ def spearman(xs: list[float], ys: list[float]) -> tuple[float | None, float | No
     return float(res.statistic), float(res.pvalue)
 
 
-def nc_accuracy_section(found: dict[tuple[str, float], Measured]) -> str:
-    """Markdown: does more collapse of the training features go with more test accuracy
-    across our rows? Per imbalance factor with at least ``NC_CORR_MIN_ROWS`` rows, Spearman's
-    rho between each NC column and the best-epoch top-1. Empty without such a factor."""
-    factors = sorted({f for _, f in found}, key=if_rank)
-    parts = []
-    for f in factors:
+@dataclass
+class NCCorrelation:
+    """One NC column against the best-epoch top-1 across the rows of one imbalance factor."""
+
+    name: str  # results.json ``nc`` key
+    title: str
+    values: list[float]  # one per row, in the order of ``nc_correlations``' rows
+    rho: float | None
+    p: float | None
+
+
+def nc_correlations(
+    found: dict[tuple[str, float], Measured],
+) -> dict[float, tuple[list[tuple[str, float, dict[str, float]]], list[NCCorrelation]]]:
+    """Per imbalance factor with at least ``NC_CORR_MIN_ROWS`` rows (factors in the papers'
+    order): its rows (:func:`nc_points`) and each NC column's Spearman rho with their top-1."""
+    out = {}
+    for f in sorted({f for _, f in found}, key=if_rank):
         pts = nc_points(found, f)
         if len(pts) < NC_CORR_MIN_ROWS:
             continue
         acc = [p[1] for p in pts]
-        rows, signif = [], []
+        corr = []
         for name, title in NC_COLUMNS:
-            rho, pval = spearman([p[2][name] for p in pts], acc)
-            larger = name in _NC_LARGER_IS_COLLAPSE
-            if rho is not None and pval is not None and pval < 0.05:
-                agrees = (rho > 0) == larger
-                signif.append(f"{title} (ρ {rho:+.2f}, {'with' if agrees else 'against'} NC)")
+            values = [p[2][name] for p in pts]
+            corr.append(NCCorrelation(name, title, values, *spearman(values, acc)))
+        out[f] = (pts, corr)
+    return out
+
+
+def nc_accuracy_section(found: dict[tuple[str, float], Measured]) -> str:
+    """Markdown: does more collapse of the training features go with more test accuracy
+    across our rows? Per imbalance factor with at least ``NC_CORR_MIN_ROWS`` rows, Spearman's
+    rho between each NC column and the best-epoch top-1. Empty without such a factor."""
+    parts = []
+    for f, (pts, corr) in nc_correlations(found).items():
+        rows, signif = [], []
+        for c in corr:
+            larger = c.name in _NC_LARGER_IS_COLLAPSE
+            if c.rho is not None and c.p is not None and c.p < 0.05:
+                agrees = (c.rho > 0) == larger
+                signif.append(f"{c.title} (ρ {c.rho:+.2f}, {'with' if agrees else 'against'} NC)")
             rows.append(
                 [
-                    title,
+                    c.title,
                     "higher" if larger else "lower",
-                    "-" if rho is None else f"{rho:+.2f}",
-                    "-" if pval is None else f"{pval:.3f}",
+                    "-" if c.rho is None else f"{c.rho:+.2f}",
+                    "-" if c.p is None else f"{c.p:.3f}",
                 ]
             )
         parts += [
@@ -813,15 +837,16 @@ def _markdown_table(header: list[str], rows: list[list[str]]) -> str:
 
 #: the summary's first rows: the baselines, then every published row in PUBLISHED's order
 _SUMMARY_HEAD = ("ce", "ce_drw", "ce_mixup", "ce_drw_mixup", "ldam_drw", "ldam_drw_mixup")
+_SUMMARY_ORDER = {
+    r: i for i, r in enumerate(dict.fromkeys((*_SUMMARY_HEAD, *(p.row for p in PUBLISHED))))
+}
 
 
 def summary_rank(row: str) -> tuple[int, int, str]:
     """Sort key of a row in the summary: baselines first, then the papers' order; a variant
     without a published number (``ce_disa_fig8``, ``allnc_grw``) right after the longest
     published row its name starts with (``ce_disa``, ``allnc``), else last."""
-    order = {
-        r: i for i, r in enumerate(dict.fromkeys((*_SUMMARY_HEAD, *(p.row for p in PUBLISHED))))
-    }
+    order = _SUMMARY_ORDER
     if row in order:
         return (order[row], 0, row)
     bases = [r for r in order if row.startswith(r + "_")]
@@ -1143,15 +1168,10 @@ def nc_accuracy_figures(report: Report, out_dir: str | Path) -> dict[float, Path
 
     out_dir = Path(out_dir)
     paths: dict[float, Path] = {}
-    for imbalance in sorted({f for _, f in report.found}, key=if_rank):
-        pts = nc_points(report.found, imbalance)
-        if len(pts) < NC_CORR_MIN_ROWS:
-            continue
-        panels = []
-        for name, title in NC_COLUMNS:
-            xs = [p[2][name] for p in pts]
-            rho, _ = spearman(xs, [p[1] for p in pts])
-            panels.append((f"{title}" + ("" if rho is None else f"  (ρ {rho:+.2f})"), xs))
+    for imbalance, (pts, corr) in nc_correlations(report.found).items():
+        panels = [
+            (c.title + ("" if c.rho is None else f"  (ρ {c.rho:+.2f})"), c.values) for c in corr
+        ]
         out_dir.mkdir(parents=True, exist_ok=True)
         paths[imbalance] = metric_vs_accuracy(
             [p[0] for p in pts],

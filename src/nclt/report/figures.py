@@ -499,25 +499,6 @@ def paper_vs_ours(
     return _save(fig, path)
 
 
-__all__ = [
-    "accuracy_vs_size",
-    "align_matrix",
-    "angle_heatmap",
-    "arb_similarity",
-    "arb_similarity_matrix",
-    "bars_side_by_side",
-    "confusion_matrix",
-    "embedding_2d",
-    "epoch_curves",
-    "etf_angle_deg",
-    "norms_by_class_size",
-    "pairwise_angles_deg",
-    "paper_vs_ours",
-    "per_class_lines",
-    "transport_plan",
-]
-
-
 def metric_vs_accuracy(
     labels: Sequence[str],
     accuracy: Sequence[float],
@@ -546,3 +527,23 @@ def metric_vs_accuracy(
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     return _save(fig, path)
+
+
+__all__ = [
+    "accuracy_vs_size",
+    "align_matrix",
+    "angle_heatmap",
+    "arb_similarity",
+    "arb_similarity_matrix",
+    "bars_side_by_side",
+    "confusion_matrix",
+    "embedding_2d",
+    "epoch_curves",
+    "etf_angle_deg",
+    "metric_vs_accuracy",
+    "norms_by_class_size",
+    "pairwise_angles_deg",
+    "paper_vs_ours",
+    "per_class_lines",
+    "transport_plan",
+]
