@@ -616,7 +616,7 @@ def _train(cfg: TrainConfig, resume: bool, stop: StopOnSignal) -> dict[str, Any]
                 ckpt.save_atomic(state, out / "best.pt")
             if epoch + 1 in cfg.keep_checkpoints:  # branch points (nclt.branch)
                 ckpt.save_atomic(state, out / f"epoch_{epoch + 1}.pt")
-            log.info(_epoch_line(row, cfg.epochs))
+            log.info(_epoch_line(row, cfg.epochs, history))
         test = {}
 
     t_final = time.perf_counter()
@@ -890,9 +890,18 @@ def _hms(seconds: float) -> str:
     return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
 
 
-def _epoch_line(row: dict[str, Any], epochs: int) -> str:
+def _epoch_line(
+    row: dict[str, Any], epochs: int, history: list[dict[str, Any]] | None = None
+) -> str:
+    """The per-epoch log line; with ``history``, also the run's time left (mean wall time of
+    the last five epochs, tests included, times the epochs left), for logs of background runs
+    that have no progress bar."""
     test = f" test {row['test_top1']:.2f}" if "test_top1" in row else ""
-    return (
+    line = (
         f"epoch {row['epoch']}/{epochs} loss {row['loss']:.4f} train {row['train_top1']:.2f}"
         f"{test} lr {row['lr']:.4g} {row['images_per_second']:.0f} img/s"
     )
+    recent = [float(h["wall_seconds"]) for h in (history or [])[-5:] if "wall_seconds" in h]
+    if recent and row["epoch"] < epochs:
+        line += f" left ~{_hms((epochs - row['epoch']) * sum(recent) / len(recent))}"
+    return line
