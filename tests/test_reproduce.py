@@ -132,6 +132,17 @@ def test_published_numbers_match_errata():
     assert all(not p.mixup for p in PUBLISHED if p.row == "ce")
     assert {p.paper for p in PUBLISHED} == {"AllNC", "INC", "DisA", "ARB", "BCL", "LDAM-DRW"}
     assert [p.top1 for p in published("bcl") if p.row == "bcl"] == [84.32, 87.24, 91.12]
+    # Cao et al. print IF 100 and 10 only (best epoch); the IF 50 / 200 numbers cited to them
+    # by BCL and AllNC come from elsewhere, with no known epoch basis
+    assert {(p.imbalance, p.epoch_basis) for p in published("LDAM-DRW")} == {
+        (100.0, "best"),
+        (10.0, "best"),
+    }
+    assert {
+        (p.paper, p.epoch_basis)
+        for p in PUBLISHED
+        if p.row == "ldam_drw" and p.imbalance in (50.0, 200.0)
+    } == {("AllNC", None), ("BCL", None)}
 
 
 def test_every_published_row_has_a_config():

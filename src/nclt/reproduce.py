@@ -163,8 +163,8 @@ PAPERS: dict[str, Paper] = {
         Paper(
             "LDAM-DRW",
             "LDAM-DRW baseline (Cao et al., NeurIPS 2019)",
-            "not in ../shared/papers: as cited by BCL Table 3 (IF 100/50/10) and AllNC Table II "
-            "(IF 200)",
+            "not in ../shared/papers: top-1 errors 22.97 at IF 100 and 11.84 at IF 10, which "
+            "BCL Table 3 and INC Table 3 cite as 77.03 / 88.16 and 77.0 / 88.2",
             "ResNet-32, 200 epochs, batch 128, wd 2e-4, crop + flip, no MixUp, DRW at 160",
             "best epoch (the LDAM-DRW code reports the best; ERRATA)",
         ),
@@ -175,10 +175,10 @@ PAPERS: dict[str, Paper] = {
 # ("-": no number at that factor; "*": re-run by that paper). Checked against ../shared/papers
 # and ERRATA "Reproduction"; no paper gives many / medium / few on CIFAR-10-LT.
 _TABLE = """
-LDAM-DRW | BCL Table 3 | ldam_drw | LDAM-DRW | no | - | 77.03 | 81.03 | 88.16 | best
-LDAM-DRW | AllNC Table II | ldam_drw | LDAM-DRW | no | 73.52 | - | - | - | best
+LDAM-DRW | Cao et al., CIFAR table | ldam_drw | LDAM-DRW | no | - | 77.03 | - | 88.16 | best
 AllNC | Table II | ce | CE Loss | no | 65.68 | 70.70 | 74.81 | 86.40 | ?
-AllNC | Table II | ldam_drw | LDAM-DRW [19] | no | 73.52 | 77.03 | 81.03 | - | best
+AllNC | Table II | ldam_drw | LDAM-DRW [19] | no | - | 77.03 | - | - | best
+AllNC | Table II | ldam_drw | LDAM-DRW [19] | no | 73.52 | - | 81.03 | - | ?
 AllNC | Table II | etf_dr | NC Classifier [12] | yes | 71.90 | 76.50 | 81.00 | - | ?
 AllNC | Table II | bcl | BCL [24] | no | - | 84.32 | 87.24 | 91.12 | ?
 AllNC | Table II | inc_drw_crt | NC+DRW+cRT [10] | yes | - | 82.60 | - | 90.20 | mean3
@@ -213,15 +213,20 @@ ARB | Table 1 | ce | Plain Model | no | - | 70.4 | 74.8 | 86.4 | ?
 ARB | Table 1 | ce_mixup | mixup | yes | - | 73.1 | 77.8 | 87.1 | ?
 ARB | Table 1 | ldam_drw | LDAM+DRW | no | - | 74.9 | - | 86.7 | ?
 ARB | Table 1 | arb | ARB-Loss | yes | - | 83.3 | 85.7 | 90.2 | ?
-BCL | Table 3 | ldam_drw | LDAM-DRW [3] | no | - | 77.03 | 81.03 | 88.16 | best
+BCL | Table 3 | ldam_drw | LDAM-DRW [3] | no | - | 77.03 | - | 88.16 | best
+BCL | Table 3 | ldam_drw | LDAM-DRW [3] | no | - | - | 81.03 | - | ?
 BCL | Table 3 | bcl | BCL | no | - | 84.32 | 87.24 | 91.12 | ?
 """
 
 
 #: notes shown under a paper's table: (paper, row) -> note.
 _NOTES: dict[tuple[str, str], str] = {
-    ("LDAM-DRW", "ldam_drw"): "as BCL Table 3 (IF 100 / 50 / 10) and AllNC Table II (IF 200) "
-    "cite Cao et al.; the LDAM-DRW paper itself is not in ../shared/papers",
+    ("LDAM-DRW", "ldam_drw"): "Cao et al. print CIFAR-10-LT at IF 100 and 10 only; the IF 50 "
+    "(81.03) and IF 200 (73.52) numbers that BCL and AllNC cite to them are under those papers",
+    ("AllNC", "ldam_drw"): "IF 100 is Cao et al.'s (best epoch); IF 200 and 50 are not in Cao "
+    "et al., their source and epoch basis unsaid",
+    ("BCL", "ldam_drw"): "IF 100 / 10 are Cao et al.'s (best epoch); IF 50 (81.03) is not in "
+    "Cao et al., its source and epoch basis unsaid",
     ("AllNC", "etf_dr"): "Yang et al. (2022): fixed ETF + dot regression",
     ("AllNC", "allnc_pp"): "weight-balancing details not given (ERRATA)",
     ("INC", "ce_drw"): "ERRATA: compare CE-DRW with 75.1 (no MixUp)",
