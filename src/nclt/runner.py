@@ -872,11 +872,17 @@ def _progress(cfg: TrainConfig, epoch: int, steps: int, history: list[dict[str, 
         dynamic_ncols=True,
         mininterval=1.0,
     )
-    done = [h["seconds"] for h in history[-5:]]
-    if done:
-        left = (cfg.epochs - epoch) * sum(done) / len(done)
+    left = _time_left(history, cfg.epochs - epoch, "seconds")
+    if left is not None:
         bar.set_postfix_str(f"run left ~{_hms(left)}")
     return bar
+
+
+def _time_left(history: list[dict[str, Any]], epochs_left: int, key: str) -> float | None:
+    """Seconds the run has left: the mean ``key`` time of the last five epochs of ``history``
+    times ``epochs_left``; None before any epoch has that time."""
+    recent = [float(h[key]) for h in history[-5:] if key in h]
+    return epochs_left * sum(recent) / len(recent) if recent else None
 
 
 def _bar_update(bar: Any, info: dict[str, float]) -> None:
@@ -901,7 +907,7 @@ def _epoch_line(
         f"epoch {row['epoch']}/{epochs} loss {row['loss']:.4f} train {row['train_top1']:.2f}"
         f"{test} lr {row['lr']:.4g} {row['images_per_second']:.0f} img/s"
     )
-    recent = [float(h["wall_seconds"]) for h in (history or [])[-5:] if "wall_seconds" in h]
-    if recent and row["epoch"] < epochs:
-        line += f" left ~{_hms((epochs - row['epoch']) * sum(recent) / len(recent))}"
+    left = _time_left(history or [], epochs - row["epoch"], "wall_seconds")
+    if left is not None and row["epoch"] < epochs:
+        line += f" left ~{_hms(left)}"
     return line
