@@ -166,6 +166,27 @@ def test_a_stopped_run_resumes_and_an_uncollected_one_is_collected(
     assert (res / "ce" / "results.json").is_file()
 
 
+def test_a_row_begun_on_a_gpu_resumes_here_and_other_sets_must_agree(done, tmp_path, argv):
+    """A stopped row continues its own config: ``--set device=cpu`` moves it (a row begun on
+    a lent GPU), a ``--set`` of what it computes must agree with its config or stops the
+    queue with a clear error; the queue's shared ``--set`` (tiny_sets) agrees."""
+    import yaml
+
+    tmp = _copy(done, tmp_path)
+    out = tmp / "runs/cifar10_lt/IF10/ce_drw/seed0"
+    (out / "results.json").unlink()
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    (out / "config.yaml").write_text(yaml.safe_dump({**saved, "device": "cuda:0"}))
+    job = campaign.Job("ce_drw", 10.0, 0)
+    sets = [a for a in argv(tmp) if "=" in a]  # the queue's --set values (tiny_sets, SHORT)
+    cfg = campaign.job_config(job, "resume", tmp / "runs", None, [*sets, "device=cpu"])
+    assert cfg.device == "cpu" and cfg.epochs == 3 and cfg.model.arch == "small_cnn"
+    with pytest.raises(
+        NcltError, match=r"--set epochs=5 differs from the stopped run's epochs \(3\)"
+    ):
+        campaign.job_config(job, "resume", tmp / "runs", None, [*sets, "epochs=5"])
+
+
 def test_a_signal_stops_the_queue_and_a_failure_skips_its_second_stage(
     tmp_path, argv, tiny_cifar10, tiny_sets, branch_at_2, monkeypatch
 ):

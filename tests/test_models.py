@@ -57,6 +57,42 @@ def test_uint8_and_float_inputs_normalise_alike():
     assert torch.allclose(net(x)["logits"], net(x.float() / 255)["logits"], atol=1e-5)
 
 
+def test_a_float64_network_normalises_in_float64():
+    # CUDA divides a tensor by a scalar as a multiplication by its reciprocal, the CPU divides:
+    # in float32 the two differ by one ulp on some pixels (which moved tests/cuda's float64
+    # losses by up to 2e-8), in float64 they agree. So a float64 model must normalise in float64.
+    x = torch.arange(256, dtype=torch.uint8).view(4, 1, 8, 8)
+    mean, std = 0.4914, 0.2470
+    norm = (
+        Network(
+            BACKBONES.build("small_cnn"),
+            HEADS.build("linear", feature_dim=64, num_classes=10),
+            [mean],
+            [std],
+        )
+        .double()
+        .normalize
+    )
+    want = (x.double() / 255.0 - norm.mean) / norm.std
+    got = norm(x)
+    assert got.dtype == torch.float64
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-15)
+    # the CUDA-style reciprocal in float64 agrees with the division to rounding; in float32
+    # it does not (the reason for the above)
+    torch.testing.assert_close(x.double() * (1 / 255.0), x.double() / 255.0, rtol=0, atol=2.5e-16)
+    f32 = torch.tensor(1 / 255.0, dtype=torch.float32)
+    assert (x.float() * f32 != x.float() / 255.0).any()
+    # a float32 network is unchanged: float32 throughout, float64 inputs included
+    net32 = Network(
+        BACKBONES.build("small_cnn"),
+        HEADS.build("linear", feature_dim=64, num_classes=10),
+        [mean],
+        [std],
+    ).normalize
+    assert net32(x).dtype == net32(x.double() / 255).dtype == torch.float32
+    torch.testing.assert_close(net32(x), ((x.double() / 255.0 - mean) / std).float())
+
+
 def test_torchvision_backbones_build_without_download():
     net = BACKBONES.build("resnet50")
     assert net.feature_dim == 2048

@@ -222,7 +222,15 @@ def test_a_row_trained_on_a_gpu_says_so_in_its_time(results):
         assert cell == "1h30m / 1h31m (GPU)", (device, cell)
     cfg["device"] = "cpu"  # an accelerator was there, the run did not use it
     cfg_path.write_text(yaml.safe_dump(cfg))
-    assert "(GPU)" not in _line(build_report(results), "BCL", "ldam_drw", 100.0).cells()[10]
+    assert "(GPU" not in _line(build_report(results), "BCL", "ldam_drw", 100.0).cells()[10]
+    # begun on a lent GPU, resumed on the CPU (runner writes earlier_environments)
+    cfg["earlier_environments"] = [{"through_epoch": 136, "device": "cuda", "accelerator": "H200"}]
+    cfg_path.write_text(yaml.safe_dump(cfg))
+    cell = _line(build_report(results), "BCL", "ldam_drw", 100.0).cells()[10]
+    assert cell == "1h30m / 1h31m (GPU + CPU)", cell
+    cfg["earlier_environments"][0]["device"] = "cpu"  # moved from one CPU machine to another
+    cfg_path.write_text(yaml.safe_dump(cfg))
+    assert "(GPU" not in _line(build_report(results), "BCL", "ldam_drw", 100.0).cells()[10]
 
 
 def test_known_basis_wins_over_default(results):

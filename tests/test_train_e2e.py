@@ -318,3 +318,46 @@ def test_nclt_data_exports_kept_indices_with_checksum(tmp_path, capsys):
     _, targets, _ = load_cifar(tmp_path, 10, train=True)
     assert np.array_equal(idx, longtail_indices(np.asarray(targets), rec["counts"], seed=0))
     assert rec["checksum"] in capsys.readouterr().out
+
+
+def test_a_run_begun_on_a_gpu_finishes_here_with_set_device(tmp_path, monkeypatch, capsys):
+    """A run whose config.yaml says ``device: cuda`` (begun on a lent GPU) resumes on the CPU
+    with ``--set device=cpu`` to the uninterrupted run's weights; its config.yaml then names
+    the earlier part's device and environment; what a run computes cannot be ``--set``."""
+    full = _cfg(tmp_path, name="full")
+    full.epochs = 4
+    runner.train(full)
+    ref = ckpt.load(tmp_path / "full" / "last.pt")["model"]
+
+    cfg = _cfg(tmp_path, name="moved")
+    cfg.epochs = 4
+    _crash_in_epoch_3(cfg, monkeypatch)  # last.pt holds 2 epochs
+    out = tmp_path / "moved"
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    gpu_env = {**saved["environment"], "accelerator": "NVIDIA H200", "torch": "2.11.0+cu130"}
+    (out / "config.yaml").write_text(
+        yaml.safe_dump({**saved, "device": "cuda", "environment": gpu_env})
+    )
+    if not torch.cuda.is_available():
+        assert main(["train", "--resume", str(out)]) == 2
+        assert "CUDA is not available" in capsys.readouterr().err
+    assert main(["train", "--resume", str(out), "--set", "optim.lr=0.5"]) == 2
+    err = capsys.readouterr().err
+    assert "only device, data.num_workers, progress may change" in err
+    assert yaml.safe_load((out / "config.yaml").read_text())["device"] == "cuda"  # untouched
+
+    assert main(["train", "--resume", str(out), "--set", "device=cpu"]) == 0
+    got = ckpt.load(out / "last.pt")["model"]
+    for k in ref:
+        assert torch.equal(ref[k], got[k]), k
+    after = yaml.safe_load((out / "config.yaml").read_text())
+    assert after["device"] == "cpu" and after["environment"] == saved["environment"]
+    assert after["earlier_environments"] == [{"through_epoch": 2, "device": "cuda", **gpu_env}]
+    # a resume where nothing moved records nothing more; the record survives it
+    (out / "results.json").unlink()
+    state = ckpt.load(out / "last.pt")
+    state["epoch"] = 2  # "3 epochs done": one more to train
+    ckpt.save_atomic(state, out / "last.pt")
+    assert main(["train", "--resume", str(out), "--set", "device=cpu"]) == 0
+    again = yaml.safe_load((out / "config.yaml").read_text())
+    assert again["earlier_environments"] == after["earlier_environments"]

@@ -30,7 +30,11 @@ from nclt.errors import ConfigError, NcltError, RunInterrupted, user_message
 
 log = logging.getLogger("nclt")
 
-RESERVED_TOP_KEYS = ("environment", "resolved_method_args")  # written by nclt into config.yaml
+# written by nclt into config.yaml
+RESERVED_TOP_KEYS = ("environment", "earlier_environments", "resolved_method_args")
+#: what ``--set`` may change when a run is resumed: where and how it executes, not what it
+#: computes (a run begun on a lent GPU can finish on the CPU: ``--set device=cpu``).
+RESUME_SETTABLE = ("device", "data.num_workers", "progress")
 
 
 def preset(dataset: str) -> dict[str, Any]:
@@ -221,12 +225,32 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def resume_config(run_dir: str | Path, data_root: str | None = None) -> Any:
+def resume_config(
+    run_dir: str | Path, data_root: str | None = None, sets: list[str] | tuple[str, ...] = ()
+) -> Any:
     """The config a run in ``run_dir`` was trained with (its config.yaml), to continue it;
-    ``data_root`` replaces the data folder (the data may have moved, nothing else may)."""
-    from nclt.config import TrainConfig, from_dict, load_yaml, validate
+    ``data_root`` replaces the data folder (the data may have moved) and ``sets`` may change
+    the keys of :data:`RESUME_SETTABLE` (where the run executes); nothing else may change."""
+    from nclt.config import (
+        TrainConfig,
+        apply_override,
+        from_dict,
+        load_yaml,
+        parse_override,
+        validate,
+    )
 
-    cfg = from_dict(TrainConfig, _strip_reserved(load_yaml(Path(run_dir) / "config.yaml")))
+    data = _strip_reserved(load_yaml(Path(run_dir) / "config.yaml"))
+    for item in sets:
+        path, value = parse_override(item)
+        if ".".join(path) not in RESUME_SETTABLE:
+            raise ConfigError(
+                f"--set {item}: a resumed run continues as configured; only "
+                f"{', '.join(RESUME_SETTABLE)} may change (edit {run_dir}/config.yaml "
+                "deliberately if you must change more)"
+            )
+        apply_override(data, path, value)
+    cfg = from_dict(TrainConfig, data)
     cfg.out = str(run_dir)
     if data_root:
         cfg.data.root = data_root
@@ -247,7 +271,6 @@ def _train_runs(args: argparse.Namespace) -> list[dict[str, Any]]:
                 "imbalance",
                 "epochs",
                 "out",
-                "set",
                 "seeds",
                 "stage2",
                 "from_run",
@@ -261,7 +284,8 @@ def _train_runs(args: argparse.Namespace) -> list[dict[str, Any]]:
                 f"--resume continues a run exactly as configured; drop {', '.join(given)} "
                 "(edit RUN_DIR/config.yaml deliberately if you must change it)"
             )
-        results = [train(resume_config(args.resume, args.data_root), resume=True)]
+        cfg = resume_config(args.resume, args.data_root, args.set or [])
+        results = [train(cfg, resume=True)]
     elif getattr(args, "sweep", None):
         results = [train(c) for c in sweep_configs(args)]
     else:

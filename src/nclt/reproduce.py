@@ -424,16 +424,29 @@ class Measured:
         return mean_std(walls)[0]
 
     @property
-    def on_gpu(self) -> bool:
-        """Whether a run trained on a GPU (its config's device, or ``auto`` where its
-        environment names an accelerator): its times are not this CPU's."""
+    def device_mark(self) -> str:
+        """ " (GPU)" when the runs trained on a GPU (a config's device, or ``auto`` where its
+        environment names an accelerator), " (GPU + CPU)" when part of them did (a run begun
+        on a lent GPU and resumed here: config.yaml's ``earlier_environments``), "" when all
+        ran on the CPU: GPU times are not this CPU's."""
 
-        def gpu(cfg: dict[str, Any]) -> bool:  # the flattened config (dotted keys)
-            device = str(cfg.get("device") or "auto")
-            accelerator = cfg.get("environment.accelerator")
+        def gpu(device: Any, env: Any) -> bool:
+            device = str(device or "auto")
+            accelerator = env.get("accelerator") if isinstance(env, dict) else None
             return device.startswith("cuda") or (device == "auto" and bool(accelerator))
 
-        return any(gpu(r.config) for r in self.runs)
+        parts = set()
+        for r in self.runs:  # the flattened config (dotted keys)
+            env = {
+                k.split(".", 1)[1]: v for k, v in r.config.items() if k.startswith("environment.")
+            }
+            parts.add(gpu(r.config.get("device"), env))
+            for e in r.config.get("earlier_environments") or []:
+                if isinstance(e, dict):
+                    parts.add(gpu(e.get("device"), e))
+        if parts == {True}:
+            return " (GPU)"
+        return " (GPU + CPU)" if True in parts else ""
 
     @property
     def mixup(self) -> bool | None:
@@ -629,9 +642,7 @@ class Line:
             "-" if d is None else f"{d:+.2f}",
             "-" if d is None else f"{d + self.offset.used:+.2f}",
             str(len(m.runs)) if m else "0",
-            f"{_duration(m.seconds)} / {_duration(m.wall_seconds)}{' (GPU)' if m.on_gpu else ''}"
-            if m
-            else "-",
+            f"{_duration(m.seconds)} / {_duration(m.wall_seconds)}{m.device_mark}" if m else "-",
             self.status,
         ]
 
@@ -941,7 +952,7 @@ class Report:
                     paper or "-",
                     delta or "-",
                     "; ".join(dict.fromkeys(parts)) or "ok",
-                    _duration(m.seconds) + (" (GPU)" if m.on_gpu else ""),
+                    _duration(m.seconds) + m.device_mark,
                 ]
             )
         return rows
@@ -1007,8 +1018,9 @@ class Report:
             "(results.json `seconds`) / the whole run (`wall_seconds`: with the "
             'test evaluation, resumed parts included; "-" where a run was resumed from '
             "a checkpoint older than nclt's per-epoch wall times); a second stage counts "
-            'its own stage only; "(GPU)" marks a row trained on a GPU, every other ran on '
-            "the project's 2-core CPU."
+            'its own stage only; "(GPU)" marks a row trained on a GPU, "(GPU + CPU)" one '
+            "begun on a GPU and finished on the CPU, every other ran on the project's 2-core "
+            "CPU."
         )
         out += ["", self.summary()]
         for key in self.papers:

@@ -27,12 +27,12 @@ from torch.utils.data import DataLoader, Dataset
 from nclt import checkpoint as ckpt
 from nclt import dist
 from nclt.branch import check_branch
-from nclt.config import TrainConfig, to_dict
+from nclt.config import TrainConfig, load_yaml, to_dict
 from nclt.data import DATASETS
 from nclt.data.samplers import build_sampler
 from nclt.data.views import BatchCropFlip, batch_mix, build_view
 from nclt.engine import Precision, TrainEnv, TrainStep, evaluate, predict, train_one_epoch
-from nclt.errors import CheckpointError, ConfigError
+from nclt.errors import CheckpointError, ConfigError, NcltError
 from nclt.interrupt import StopOnSignal, resume_hint
 from nclt.methods.recipes import BuildContext, Method, build_method
 from nclt.metrics.accuracy import LongTailAccuracy
@@ -488,6 +488,31 @@ def _weights_vanish(method: Method, epochs: int, steps: int) -> bool:
     return False
 
 
+def _earlier_environments(
+    out: Path, cfg: TrainConfig, env_now: dict[str, Any], done: int
+) -> dict[str, Any]:
+    """``{"earlier_environments": [...]}`` for config.yaml when a run resumes after ``done``
+    epochs somewhere else than where they ran (another device, machine, PyTorch or commit),
+    so that a run begun on a lent GPU and finished on the CPU says so; ``{}`` otherwise.
+
+    Each entry is an earlier part's ``environment`` plus its ``device`` and ``through_epoch``
+    (the last epoch it trained); the entries of earlier resumes are kept.
+    """
+    if done <= 0 or not (out / "config.yaml").is_file():
+        return {}
+    try:
+        old = load_yaml(out / "config.yaml")
+    except NcltError:
+        return {}
+    earlier = [e for e in old.get("earlier_environments") or [] if isinstance(e, dict)]
+    before = old.get("environment")
+    if isinstance(before, dict) and (before != env_now or old.get("device") != cfg.device):
+        through = max([int(e.get("through_epoch", 0)) for e in earlier], default=0)
+        if done > through:
+            earlier.append({"through_epoch": done, "device": old.get("device"), **before})
+    return {"earlier_environments": earlier} if earlier else {}
+
+
 def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
     """Train ``cfg`` (or resume it from its run folder) and return results.json's content.
 
@@ -541,9 +566,15 @@ def _train(cfg: TrainConfig, resume: bool, stop: StopOnSignal) -> dict[str, Any]
     metrics_csv = writer = None
     if main:
         out.mkdir(parents=True, exist_ok=True)
+        env_now = environment()
         write_yaml(
             out / "config.yaml",
-            {**to_dict(cfg), "environment": environment(), "resolved_method_args": run.method.args},
+            {
+                **to_dict(cfg),
+                "environment": env_now,
+                **_earlier_environments(out, cfg, env_now, start_epoch if resume else 0),
+                "resolved_method_args": run.method.args,
+            },
         )
         metrics_csv = MetricsCSV(out / "metrics.csv")
         if resume:

@@ -13,6 +13,13 @@ class Normalize(nn.Module):
 
     Normalisation lives in the network rather than in the data pipeline so that workers move
     uint8 tensors (4x less memory traffic) and batched augmentation can run on the device.
+
+    Images are converted to the buffers' dtype (float32, or float64 after ``.double()``)
+    before the division by 255: a float64 model then normalises in float64, where dividing
+    (the CPU) and multiplying by the reciprocal (CUDA's kernel for a scalar divisor) agree to
+    the last bit that matters. In float32 they differ by one ulp on some pixels, which moved
+    every float64 loss by 1e-9 to 2e-8 (relative) between CUDA and the CPU (the H200 run of
+    tests/cuda, 2026-12-04).
     """
 
     def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
@@ -21,7 +28,8 @@ class Normalize(nn.Module):
         self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
 
     def forward(self, x: Tensor) -> Tensor:
-        x = x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
+        dtype = self.mean.dtype if self.mean.dtype == torch.float64 else torch.float32
+        x = x.to(dtype).div_(255.0) if x.dtype == torch.uint8 else x.to(dtype)
         return (x - self.mean) / self.std
 
 
