@@ -60,7 +60,7 @@ if [ -n "$ROWS" ]; then
   fi
   mkdir -p "$RUNS" && touch /tmp/nclt_queue_start
   say "rows $ROWS at IF $IMBALANCE, seeds $SEEDS, budget ${BUDGET}s"
-  timeout -s TERM -k 60 "$BUDGET" python3 -m nclt reproduce --run "$ROWS" \
+  timeout --foreground -s TERM -k 60 "$BUDGET" python3 -m nclt reproduce --run "$ROWS" \
     --imbalance "$IMBALANCE" --seeds "$SEEDS" --data-root "$DATA" --runs "$RUNS" \
     --set "device=$DEVICE" --set "data.num_workers=$WORKERS" --set progress=false 2>&1 | tee -a "$LOG"
   rc=${PIPESTATUS[0]}
