@@ -50,6 +50,8 @@ def _fake_run(path, method, seed, last, best, nc1, lr=0.1):
         "out": str(path),
         "environment": {"git_commit": f"c{seed}"},
     }
+    if seed == 1:  # begun on a lent GPU, finished elsewhere: where it ran does not split
+        config["earlier_environments"] = [{"through_epoch": 3, "device": "cuda", "torch": "x"}]
     (path / "config.yaml").write_text(yaml.safe_dump(config))
 
 
@@ -62,7 +64,7 @@ def test_mean_and_std_over_seeds(tmp_path, capsys):
     _fake_run(runs / "b0", "ce-drw", 0, (80.0, 85.0, 70.0, None), (81.0, 86.0, 71.0, None), 0.5)
     out = tmp_path / "cmp"
     table, rows = compare([runs], out)
-    assert len(rows) == 2  # the three seeds of ce are one group; root / commit do not split
+    assert len(rows) == 2  # the three seeds of ce are one group; root, commit, device do not split
     ce, drw = rows
     assert ce["method"] == "ce" and ce["runs"] == 3 and ce["seeds"] == "0,1,2"
     for which, idx, vals in (

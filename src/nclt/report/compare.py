@@ -33,6 +33,7 @@ IGNORED_KEYS = (
     "data.download",
     "data.num_workers",
     "environment",
+    "earlier_environments",
     "resolved_method_args",
 )
 #: config keys always shown as their own columns.
