@@ -7,8 +7,10 @@
 #   cp ../shared/data/cifar10-jpeg.tar.gz .device/shared/data/
 #   cp ../shared/tools/cifar10_batches.py .device/shared/tools/
 # Then, through the device tool (15 device-minutes a session, 10 a command):
-#   run(command="bash benchmarks/device_session.sh --tests --rows bcl,allnc --imbalance 100 --budget 480",
-#       carry=[".device"], timeout_s=600)
+#   run(command="bash benchmarks/device_session.sh --tests --rows bcl --imbalance 50 --budget 420",
+#       carry=[".device"], timeout_s=570)
+# Sizes seen on an H200 (2026-12-04): tests/cuda ~50 s, unpacking CIFAR ~10 s, a CE-like row
+# ~5,300 images/s with 12 workers (IF 100 ~8 min, IF 10 ~13 min); the machine's start ~30 s.
 # Back here: tar -xzf FILES_AT/results.tgz   (results/cifar10_lt/IF<f>/<row>/..., then
 # `nclt reproduce --markdown`); a row stopped by the budget comes back as stopped.tgz: put it in
 # .device/ (tar -xzf FILES_AT/stopped.tgz -C .device) and the next call resumes it.
