@@ -171,11 +171,14 @@ def job_config(
     data_root: str | None = None,
     sets: list[str] | tuple[str, ...] = (),
 ) -> Any:
-    """The config of ``job`` for ``verb`` (resume / branch / stage2 / train)."""
+    """The config of ``job`` for ``verb`` (resume / branch / stage2 / train). A resumed row
+    keeps its own config: ``--set`` may move it (``cli.RESUME_SETTABLE``: a row begun on a
+    lent GPU finishes here with ``--set device=cpu``), any other ``--set`` must agree."""
+    from nclt.cli import resume_config
 
     out = run_folder(runs, job.row, job.imbalance, job.seed)
     if verb == "resume":
-        return _resume_config(out, data_root, sets)
+        return resume_config(out, data_root, sets)
     if verb == "stage2":
         first, stage = rp.STAGE2_ROWS[job.row]
         first_out = run_folder(runs, first, job.imbalance, job.seed)
@@ -191,33 +194,6 @@ def job_config(
         set=[*rp.row_overrides(job.row, job.imbalance), *sets, f"seed={job.seed}"],
         **extra,
     )
-
-
-def _resume_config(out: Path, data_root: str | None, sets: list[str] | tuple[str, ...]) -> Any:
-    """A stopped row's own config: ``--set`` changes where it runs (``cli.RESUME_SETTABLE``:
-    a row begun on a lent GPU finishes here with ``--set device=cpu``); any other ``--set``
-    must agree with the run's config, which a resumed row keeps."""
-    from nclt.cli import RESUME_SETTABLE, resume_config
-    from nclt.config import parse_override, to_dict
-
-    parsed = [(s, *parse_override(s)) for s in sets]
-    cfg = resume_config(
-        out, data_root, [s for s, path, _ in parsed if ".".join(path) in RESUME_SETTABLE]
-    )
-    have = to_dict(cfg)
-    for s, path, value in parsed:
-        if ".".join(path) in RESUME_SETTABLE:
-            continue
-        node: Any = have
-        for k in path:
-            node = node.get(k) if isinstance(node, dict) else None
-        if node != value:
-            raise NcltError(
-                f"{out}: --set {s} differs from the stopped run's {'.'.join(path)} ({node!r}); "
-                "a resumed row continues as configured: drop the --set, or move the run "
-                "folder away to train the row afresh"
-            )
-    return cfg
 
 
 #: keys the queue sets itself, per job.

@@ -20,6 +20,7 @@ Config precedence, lowest first: the dataset's preset (``nclt/presets/<dataset>.
 from __future__ import annotations
 
 import argparse
+import copy
 import logging
 import sys
 from importlib import resources
@@ -230,25 +231,38 @@ def resume_config(
 ) -> Any:
     """The config a run in ``run_dir`` was trained with (its config.yaml), to continue it;
     ``data_root`` replaces the data folder (the data may have moved) and ``sets`` may change
-    the keys of :data:`RESUME_SETTABLE` (where the run executes); nothing else may change."""
+    the keys of :data:`RESUME_SETTABLE` (where the run executes). Any other ``--set`` must
+    agree with the run's own value (compared after type coercion, so ``optim.lr=1e-3``
+    agrees with 0.001): nothing else may change."""
     from nclt.config import (
         TrainConfig,
         apply_override,
         from_dict,
         load_yaml,
         parse_override,
+        to_dict,
         validate,
     )
 
     data = _strip_reserved(load_yaml(Path(run_dir) / "config.yaml"))
+    own = to_dict(from_dict(TrainConfig, data))
     for item in sets:
         path, value = parse_override(item)
-        if ".".join(path) not in RESUME_SETTABLE:
-            raise ConfigError(
-                f"--set {item}: a resumed run continues as configured; only "
-                f"{', '.join(RESUME_SETTABLE)} may change (edit {run_dir}/config.yaml "
-                "deliberately if you must change more)"
-            )
+        key = ".".join(path)
+        if key not in RESUME_SETTABLE:  # it must agree: compare the coerced values
+            probe = copy.deepcopy(data)
+            apply_override(probe, path, value)
+            have, want = own, to_dict(from_dict(TrainConfig, probe))
+            for k in path:
+                have = have.get(k) if isinstance(have, dict) else None
+                want = want.get(k) if isinstance(want, dict) else None
+            if have != want:
+                raise ConfigError(
+                    f"--set {item} differs from the stopped run's {key} ({have!r}): a resumed "
+                    f"run continues as configured; only {', '.join(RESUME_SETTABLE)} may change "
+                    f"(edit {run_dir}/config.yaml deliberately if you must change more, or "
+                    "move the run folder away to train it afresh)"
+                )
         apply_override(data, path, value)
     cfg = from_dict(TrainConfig, data)
     cfg.out = str(run_dir)
