@@ -580,3 +580,25 @@ def test_nc_against_accuracy_ranks_known_orders(tmp_path):
     assert text in report.render()
     (png,) = nc_accuracy_figures(report, tmp_path / "figs").values()
     assert png.name == "nc_vs_accuracy_IF100.png" and png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_the_committed_tables_are_the_committed_results(tmp_path, monkeypatch, capsys):
+    """docs/REPRODUCTION.md and README.md hold what `nclt reproduce --markdown` writes from
+    the committed results/: a row collected (or a published number edited) without
+    regenerating the tables fails here. Run on copies, so the repository is left alone."""
+    import shutil
+
+    repo = Path(__file__).resolve().parents[1]
+    doc, readme, results = repo / "docs" / "REPRODUCTION.md", repo / "README.md", repo / "results"
+    if not (doc.is_file() and readme.is_file() and (results / "cifar10_lt").is_dir()):
+        pytest.skip("needs the repository's docs/, README.md and results/")
+    (tmp_path / "docs").mkdir()
+    shutil.copy(doc, tmp_path / "docs" / "REPRODUCTION.md")
+    shutil.copy(readme, tmp_path / "README.md")
+    monkeypatch.chdir(tmp_path)
+    assert main(["reproduce", "--results", str(results), "--markdown"]) == 0
+    out = capsys.readouterr().out
+    regenerate = "stale: run `nclt reproduce --markdown` from the repository root"
+    assert (tmp_path / "docs" / "REPRODUCTION.md").read_text() == doc.read_text(), regenerate
+    assert (tmp_path / "README.md").read_text() == readme.read_text(), regenerate
+    assert "unchanged: docs/REPRODUCTION.md" in out
