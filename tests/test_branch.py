@@ -57,6 +57,12 @@ def test_ce_to_ce_drw_branch_equals_a_fresh_ce_drw_run(tmp_path):
     assert [r["ce"] for r in rows] == [r["ce"] for r in fresh_rows]
     saved = json.loads((tmp_path / "branch" / "results.json").read_text())
     assert saved["branched_from"]["epoch"] == 2
+    # a second stage on the branched run starts from its weights, not from the branch point
+    # (its config keeps branch_from: the stage used to be refused as both branch and init)
+    args = ["train", "--stage2", "crt", "--from", str(tmp_path / "branch"), "--epochs", "1"]
+    crt = config_from_args(build_parser().parse_args([*args, "--set", "progress=false"]))
+    assert not crt.branch_from and crt.init_from == str(tmp_path / "branch" / "last.pt")
+    assert runner.train(crt)["epochs"] == 1
 
 
 def test_branch_is_refused_when_the_methods_part_before_the_checkpoint(tmp_path):

@@ -61,6 +61,9 @@ def stage2_base(name: str, run_dir: str, which: str = "last") -> dict[str, Any]:
     if not (first / "config.yaml").is_file():
         raise ConfigError(f"--from {run_dir}: no config.yaml there (is it a finished nclt run?)")
     data = _strip_reserved(load_yaml(first / "config.yaml"))
+    # a first stage branched from another run (CE-DRW from CE's epoch 160) keeps that in its
+    # config; the second stage starts from the first stage's weights (init_from) instead
+    data.pop("branch_from", None)
     stage = preset("stage2")
     data = merge(data, stage.get("default", {}))
     data = merge(data, stage.get(name, {}))
