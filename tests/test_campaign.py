@@ -182,9 +182,8 @@ def test_a_row_begun_on_a_gpu_resumes_here_and_other_sets_must_agree(done, tmp_p
     cfg = campaign.job_config(job, "resume", tmp / "runs", None, [*sets, "device=cpu"])
     assert cfg.device == "cpu" and cfg.epochs == 3 and cfg.model.arch == "small_cnn"
     # agreement is judged after type coercion: YAML reads 1e-1 as a string, the config 0.1
-    lr = cfg.optim.lr
-    assert lr == 0.1
-    campaign.job_config(job, "resume", tmp / "runs", None, [*sets, "optim.lr=1e-1"])
+    assert cfg.optim.lr == 0.1
+    campaign.job_config(job, "resume", tmp / "runs", None, [*sets, "device=cpu", "optim.lr=1e-1"])
     with pytest.raises(
         NcltError, match=r"--set epochs=5 differs from the stopped run's epochs \(3\)"
     ):

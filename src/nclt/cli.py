@@ -248,18 +248,17 @@ def resume_config(
     )
 
     data = _strip_reserved(load_yaml(Path(run_dir) / "config.yaml"))
-    own = to_dict(from_dict(TrainConfig, data))
     for item in sets:
         path, value = parse_override(item)
         key = ".".join(path)
-        if key not in RESUME_SETTABLE:  # it must agree: compare the coerced values
+        if key not in RESUME_SETTABLE:  # it must agree: the coerced config stays the same
             probe = copy.deepcopy(data)
             apply_override(probe, path, value)
-            have, want = own, to_dict(from_dict(TrainConfig, probe))
-            for k in path:
-                have = have.get(k) if isinstance(have, dict) else None
-                want = want.get(k) if isinstance(want, dict) else None
-            if have != want:
+            own = to_dict(from_dict(TrainConfig, data))
+            if to_dict(from_dict(TrainConfig, probe)) != own:
+                have: Any = own
+                for k in path:
+                    have = have.get(k) if isinstance(have, dict) else None
                 raise ConfigError(
                     f"--set {item} differs from the stopped run's {key} ({have!r}): a resumed "
                     f"run continues as configured; only {', '.join(RESUME_SETTABLE)} may change "
