@@ -6,6 +6,8 @@ second; the run is ce-drw with MixUp (per-rank random streams) whose DRW weights
 in the second epoch, the one replayed after the resume, and NC tracking every epoch
 (all-reduced metrics). The whole process group of the second run (torchrun and both workers)
 gets SIGKILL during its second epoch; the resumed run replays it from epoch 1's last.pt.
+The interrupted runs are paced (20 ms a step, ~4 s an epoch) so that the kill lands in the
+second epoch however loaded the machine is.
 """
 
 from __future__ import annotations
@@ -34,9 +36,16 @@ ARGS = ["--epochs", "2", "--imbalance", "1", "--method", "ce-drw",
 TIMING = ("seconds", "images_per_second", "wall_seconds")
 
 
-def _torchrun(*args: str) -> list[str]:
+PACED = Path(__file__).parent.parent / "robustness" / "_paced_nclt.py"
+
+
+def _torchrun(*args: str, paced: bool = False) -> list[str]:
+    """torchrun's command line; ``paced`` runs the CLI with every step paced by 20 ms
+    (_paced_nclt.py: the same weights, an epoch of ~4 s), so that a kill timed from the
+    first epoch's length lands inside the second even when the first paid for start-up."""
+    entry = [str(PACED)] if paced else ["-m", "nclt"]
     return [sys.executable, "-m", "torch.distributed.run", "--standalone",
-            "--nproc_per_node", "2", "-m", "nclt", "train", *args]
+            "--nproc_per_node", "2", *entry, "train", *args]
 
 
 def _env() -> dict[str, str]:
@@ -73,7 +82,8 @@ def test_killed_mid_epoch_and_resumed_under_torchrun_matches(tmp_path: Path) -> 
     _run(["--out", "full", *ARGS], tmp_path)
 
     out = tmp_path / "killed"
-    proc = subprocess.Popen(_torchrun("--out", "killed", *ARGS), cwd=tmp_path, env=_env(),
+    cmd = _torchrun("--out", "killed", *ARGS, paced=True)
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=_env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     try:
@@ -115,7 +125,8 @@ def test_sigterm_under_torchrun_stops_every_rank_and_resume_matches(tmp_path: Pa
     """torchrun forwards SIGTERM to both workers; they agree on the step, stop, keep last.pt."""
     _run(["--out", "full", *ARGS], tmp_path)
     out = tmp_path / "stopped"
-    proc = subprocess.Popen(_torchrun("--out", "stopped", *ARGS), cwd=tmp_path, env=_env(),
+    cmd = _torchrun("--out", "stopped", *ARGS, paced=True)
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=_env(),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
     try:

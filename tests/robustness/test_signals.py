@@ -65,7 +65,14 @@ def _wait_for_epoch(proc: subprocess.Popen, out: Path, epochs: int, timeout: flo
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             pytest.fail(f"the run ended early ({proc.returncode}): {proc.communicate()[1]}")
-        if metrics.exists() and len(metrics.read_text().splitlines()) > epochs:
+        # the row is appended before last.pt is replaced: wait for the checkpoint too, or a
+        # kill that follows at once can land while epoch ``epochs`` is still being saved
+        if (
+            metrics.exists()
+            and len(metrics.read_text().splitlines()) > epochs
+            and (out / "last.pt").is_file()
+            and ckpt.load(out / "last.pt")["epoch"] + 1 >= epochs
+        ):
             return
         time.sleep(0.01)
     proc.kill()
