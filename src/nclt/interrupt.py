@@ -38,6 +38,23 @@ T = TypeVar("T")
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
+def workers_leave_signals_to_main(worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: the workers ignore SIGINT and SIGTERM.
+
+    A terminal's Ctrl-C, ``timeout`` and a scheduler's ``scancel`` signal the whole process
+    group, DataLoader workers included. PyTorch's workers die of a SIGTERM that does not come
+    from their parent, and the main process then raises "DataLoader worker ... killed by
+    signal" wherever it is (in evaluation, in the middle of a step), which would bypass the
+    clean stop of :class:`StopOnSignal`. Ignoring the signals in the workers leaves the decision
+    to the main process: it stops at the next step boundary and shuts its workers down the
+    usual way; workers also exit by themselves once the main process is gone (PyTorch's
+    watchdog). The cost: the loader's last-resort ``terminate()`` of a worker hung at shutdown
+    no longer works (a scheduler's SIGKILL still does).
+    """
+    for s in SIGNALS:
+        signal.signal(s, signal.SIG_IGN)
+
+
 def resume_hint(out: str | Path, epoch: int, epochs: int) -> str:
     """Where a run stopped during the 0-based ``epoch`` can continue from."""
     if epoch == 0:

@@ -33,7 +33,7 @@ from nclt.data.samplers import build_sampler
 from nclt.data.views import BatchCropFlip, batch_mix, build_view
 from nclt.engine import Precision, TrainEnv, TrainStep, evaluate, predict, train_one_epoch
 from nclt.errors import CheckpointError, ConfigError, NcltError
-from nclt.interrupt import StopOnSignal, resume_hint
+from nclt.interrupt import StopOnSignal, resume_hint, workers_leave_signals_to_main
 from nclt.methods.recipes import BuildContext, Method, build_method
 from nclt.metrics.accuracy import LongTailAccuracy
 from nclt.metrics.collapse import (
@@ -311,6 +311,8 @@ def make_loader(
         drop_last=drop_one,
         generator=gen,
         persistent_workers=False,  # workers are re-seeded from the generator every epoch
+        # Ctrl-C / scancel reach the workers too: the main process alone decides to stop
+        worker_init_fn=workers_leave_signals_to_main if d.num_workers > 0 else None,
     )
 
 

@@ -91,8 +91,9 @@ def _assert_same_weights(reference, out: Path) -> None:
     [
         (signal.SIGTERM, 143, False, 0),  # a scheduler stopping the job
         (signal.SIGINT, 130, True, 2),  # Ctrl-C in a terminal: the DataLoader workers get it too
+        (signal.SIGTERM, 143, True, 2),  # scancel / timeout: the whole job, workers included
     ],
-    ids=["SIGTERM", "SIGINT-ctrl-c-with-workers"],
+    ids=["SIGTERM", "SIGINT-ctrl-c-with-workers", "SIGTERM-job-with-workers"],
 )
 def test_signal_stops_promptly_and_resume_matches(
     cli, tmp_path, reference, sig, code, group, workers
@@ -175,3 +176,24 @@ def test_second_signal_stops_at_once_and_handlers_are_restored():
         with pytest.raises(KeyboardInterrupt):
             os.kill(os.getpid(), signal.SIGINT)
     assert {s: signal.getsignal(s) for s in before} == before
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_loader_workers_outlive_a_signal_sent_to_the_whole_job(tmp_path, sig):
+    """scancel / timeout / Ctrl-C signal every process of the job: nclt's loader workers ignore
+    it and keep serving batches (PyTorch's would die of SIGTERM, and the main process would
+    then raise "DataLoader worker killed by signal" in the middle of a step or an evaluation,
+    past the clean stop)."""
+    cfg = digits_cfg(tmp_path, "--set", "data.num_workers=2", "--set", "data.batch_size=8")
+    ds = torch.utils.data.TensorDataset(torch.arange(64.0))
+    loader = runner.make_loader(
+        ds, cfg, True, None, torch.Generator().manual_seed(0), torch.device("cpu")
+    )
+    it = iter(loader)
+    got = [next(it)[0]]
+    for w in it._workers:  # the job's signal, as the workers receive it
+        os.kill(w.pid, sig)
+    time.sleep(0.5)
+    assert all(w.is_alive() for w in it._workers)
+    got += [b[0] for b in it]
+    assert torch.equal(torch.cat(got), torch.arange(64.0))
