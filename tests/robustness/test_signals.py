@@ -190,7 +190,9 @@ def test_loader_workers_outlive_a_signal_sent_to_the_whole_job(tmp_path, sig):
         ds, cfg, True, None, torch.Generator().manual_seed(0), torch.device("cpu")
     )
     it = iter(loader)
-    got = [next(it)[0]]
+    # batch i comes from worker i % 2: after two batches both workers have run their
+    # worker_init_fn (a signal during a worker's start-up, before it, still kills it)
+    got = [next(it)[0], next(it)[0]]
     for w in it._workers:  # the job's signal, as the workers receive it
         os.kill(w.pid, sig)
     time.sleep(0.5)
