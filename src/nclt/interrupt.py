@@ -49,7 +49,9 @@ def workers_leave_signals_to_main(worker_id: int) -> None:
     to the main process: it stops at the next step boundary and shuts its workers down the
     usual way; workers also exit by themselves once the main process is gone (PyTorch's
     watchdog). The cost: the loader's last-resort ``terminate()`` of a worker hung at shutdown
-    no longer works (a scheduler's SIGKILL still does).
+    no longer works (a scheduler's SIGKILL still does). A signal that lands while a worker is
+    still starting (workers start with each epoch's loader, before this function runs) kills
+    that worker as before; the window is milliseconds.
     """
     for s in SIGNALS:
         signal.signal(s, signal.SIG_IGN)
