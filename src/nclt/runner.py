@@ -312,7 +312,7 @@ def make_loader(
         generator=gen,
         persistent_workers=False,  # workers are re-seeded from the generator every epoch
         # Ctrl-C / scancel reach the workers too: the main process alone decides to stop
-        worker_init_fn=workers_leave_signals_to_main if d.num_workers > 0 else None,
+        worker_init_fn=workers_leave_signals_to_main,  # only called when there are workers
     )
 
 
