@@ -208,6 +208,31 @@ def test_ce_drw_normalisation_of_the_reweighted_sum(weighted_mean):
     torch.testing.assert_close(loss(logits, labels, weight=w), expected)
 
 
+@pytest.mark.parametrize("form", ["softmax", "sigmoid", "focal"])
+@pytest.mark.parametrize("weighted_mean", [None, True, False])
+def test_cb_losses_divide_by_the_batch_size_as_printed(form, weighted_mean):
+    """Cui et al.'s CB loss (DisA Eq. 16-17): (1/N) sum_i w_{y_i} l_i with effective-number
+    weights summing to C, by default; weighted_mean=True divides by sum_i w_{y_i} instead."""
+    counts = _ctx().class_counts.double()
+    args = {} if weighted_mean is None else {"weighted_mean": weighted_mean}
+    method = build_method(f"cb-{form}", {f"cb-{form}": args}, _ctx())
+    loss = method.objective.terms[0].loss
+    torch.manual_seed(0)
+    logits, labels = torch.randn(16, 10, dtype=torch.float64), torch.randint(0, 10, (16,))
+    w = (1 - 0.999) / (1 - 0.999**counts)
+    w = w / w.sum() * 10
+    if form == "softmax":
+        per = torch.nn.functional.cross_entropy(logits, labels, reduction="none")
+    else:
+        onehot = torch.nn.functional.one_hot(labels, 10).double()
+        p_t = torch.where(onehot > 0, logits.sigmoid(), 1 - logits.sigmoid())
+        gamma = 2.0 if form == "focal" else 0.0
+        per = (-((1 - p_t) ** gamma) * p_t.log()).sum(dim=1)
+    per = per * w[labels]
+    expected = per.sum() / (w[labels].sum() if weighted_mean else len(labels))
+    torch.testing.assert_close(loss(logits, labels), expected)
+
+
 def test_crt_official_variant_keeps_the_classifier_and_updates_bn_stats(
     first_stage, tmp_path, monkeypatch
 ):

@@ -309,18 +309,33 @@ _CB = "Cui et al., CVPR 2019"
 
 
 @component("cb-softmax", "base", _CB, "class-balanced softmax CE (effective number)")
-def _cb_softmax(ctx: BuildContext, beta: float = 0.999) -> MethodParts:
-    return MethodParts([_logit_term("cb", "cb", ctx, form="softmax", beta=beta)])
+def _cb_softmax(ctx: BuildContext, beta: float = 0.999, weighted_mean: bool = False) -> MethodParts:
+    """``weighted_mean``: divide the class-weighted sum by the batch size, as Cui et al.'s CB loss
+    and DisA Eq. 16-17 write it (False, default), or by the sum of the batch's weights, as
+    ``F.cross_entropy`` does (True; what nclt used before this argument existed). The weights
+    sum to C either way (Cui et al.'s normalization), so on a long-tailed batch the 1/N form
+    makes the term several times smaller (0.27x at CIFAR-10-LT IF 100, beta 0.999), which
+    shifts its balance with an add-on such as DisA."""
+    term = _logit_term("cb", "cb", ctx, form="softmax", beta=beta, weighted_mean=weighted_mean)
+    return MethodParts([term])
 
 
 @component("cb-sigmoid", "base", _CB, "class-balanced sigmoid (one-vs-all) loss")
-def _cb_sigmoid(ctx: BuildContext, beta: float = 0.999) -> MethodParts:
-    return MethodParts([_logit_term("cb", "cb", ctx, form="sigmoid", beta=beta)])
+def _cb_sigmoid(ctx: BuildContext, beta: float = 0.999, weighted_mean: bool = False) -> MethodParts:
+    """``weighted_mean``: as ``cb-softmax``."""
+    term = _logit_term("cb", "cb", ctx, form="sigmoid", beta=beta, weighted_mean=weighted_mean)
+    return MethodParts([term])
 
 
 @component("cb-focal", "base", _CB, "class-balanced sigmoid focal loss")
-def _cb_focal(ctx: BuildContext, beta: float = 0.999, gamma: float = 2.0) -> MethodParts:
-    return MethodParts([_logit_term("cb", "cb", ctx, form="focal", beta=beta, gamma=gamma)])
+def _cb_focal(
+    ctx: BuildContext, beta: float = 0.999, gamma: float = 2.0, weighted_mean: bool = False
+) -> MethodParts:
+    """``weighted_mean``: as ``cb-softmax``."""
+    term = _logit_term(
+        "cb", "cb", ctx, form="focal", beta=beta, gamma=gamma, weighted_mean=weighted_mean
+    )
+    return MethodParts([term])
 
 
 @component("ldam", "base", _LDAM, "LDAM margins (cosine classifier, scale 30)")
