@@ -88,7 +88,9 @@ def test_cifar_missing(cli, tmp_path):
     assert not (tmp_path / "run" / "last.pt").exists()
 
 
-@pytest.mark.parametrize("damage", ["truncated", "garbage", "empty", "wrong_shape", "deleted"])
+@pytest.mark.parametrize(
+    "damage", ["truncated", "garbage", "huge_length", "empty", "wrong_shape", "deleted"]
+)
 def test_cifar_damaged_file_is_named(cli, tmp_path, damage):
     folder = write_fake_cifar10(tmp_path / "data")
     victim = folder / "data_batch_3"
@@ -97,6 +99,9 @@ def test_cifar_damaged_file_is_named(cli, tmp_path, damage):
         victim.write_bytes(data[: len(data) // 2])
     elif damage == "garbage":
         victim.write_bytes(os.urandom(len(data)))
+    elif damage == "huge_length":
+        # a protocol-5 BYTEARRAY8 whose length field overflows: pickle raises OverflowError
+        victim.write_bytes(b"\x80\x05\x96" + b"\xff" * 8 + data[:64])
     elif damage == "empty":
         victim.write_bytes(b"")
     elif damage == "wrong_shape":

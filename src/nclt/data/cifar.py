@@ -177,7 +177,9 @@ def _load_pickle(path: Path) -> dict[str, Any]:
             obj = _CifarUnpickler(f, encoding="latin1").load()
     except (OSError, EOFError, pickle.UnpicklingError, ValueError, TypeError) as e:
         raise DataError(f"cannot read CIFAR file {path}: {type(e).__name__}: {e}") from e
-    except (AttributeError, ImportError, IndexError, KeyError, MemoryError) as e:
+    except Exception as e:  # damaged bytes can raise nearly anything in pickle
+        # (AttributeError, IndexError, KeyError, MemoryError, OverflowError for a huge
+        # length field, RecursionError, ...); every one of them means the same thing here.
         raise DataError(f"cannot read CIFAR file {path} (corrupt pickle): {e!r}") from e
     if not isinstance(obj, dict):
         raise DataError(f"{path} does not hold a CIFAR batch (a dict), got {type(obj).__name__}")
