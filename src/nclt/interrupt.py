@@ -19,6 +19,7 @@ any of them has received a signal.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -51,10 +52,28 @@ def workers_leave_signals_to_main(worker_id: int) -> None:
     watchdog). The cost: the loader's last-resort ``terminate()`` of a worker hung at shutdown
     no longer works (a scheduler's SIGKILL still does). A signal that lands while a worker is
     still starting (workers start with each epoch's loader, before this function runs) kills
-    that worker as before; the window is milliseconds.
+    that worker as before, unless the loader was started under :func:`signals_blocked` (as
+    :meth:`StopOnSignal.batches` does): then the worker inherits the blocked mask, and a signal
+    pending in it is discarded here, when SIG_IGN is set before the mask is lifted.
     """
     for s in SIGNALS:
         signal.signal(s, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, SIGNALS)
+
+
+@contextlib.contextmanager
+def signals_blocked(signals: Iterable[int] = SIGNALS) -> Iterator[None]:
+    """Block ``signals`` in the calling thread while the body runs (e.g. forks workers).
+
+    A child forked inside inherits the blocked mask, so a group-wide SIGTERM cannot kill it
+    before its ``worker_init_fn`` has set its handlers; in this process the signal stays
+    pending and is handled when the block ends.
+    """
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, signals)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 def resume_hint(out: str | Path, epoch: int, epochs: int) -> str:
@@ -124,7 +143,8 @@ class StopOnSignal:
 
     def batches(self, loader: Iterable[T], where: str) -> Iterator[T]:
         """``loader``'s batches, stopping before the next one once a signal has arrived."""
-        it = iter(loader)
+        with signals_blocked(self.signals):  # new workers start with the signals held
+            it = iter(loader)
         while True:
             self.check(where)
             try:

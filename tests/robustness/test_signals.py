@@ -8,6 +8,7 @@ tests/test_train_e2e.py::test_resume_after_mid_epoch_crash_gives_identical_weigh
 
 from __future__ import annotations
 
+import multiprocessing as mp
 import os
 import re
 import signal
@@ -22,7 +23,7 @@ import torch
 import nclt.runner as runner
 from nclt import checkpoint as ckpt
 from nclt.errors import RunInterrupted
-from nclt.interrupt import StopOnSignal
+from nclt.interrupt import StopOnSignal, signals_blocked, workers_leave_signals_to_main
 
 from ._helpers import digits_cfg
 
@@ -199,3 +200,39 @@ def test_loader_workers_outlive_a_signal_sent_to_the_whole_job(tmp_path, sig):
     assert all(w.is_alive() for w in it._workers)
     got += [b[0] for b in it]
     assert torch.equal(torch.cat(got), torch.arange(64.0))
+
+
+def _late_worker(ready: int, go: int) -> None:
+    os.write(ready, b"r")
+    os.read(go, 1)  # the group's SIGTERM arrives here, before the worker's init function ran
+    workers_leave_signals_to_main(0)
+    time.sleep(0.2)
+
+
+@pytest.mark.parametrize("blocked", [True, False])
+def test_worker_started_under_the_block_survives_a_signal_before_its_init(blocked):
+    """The window `workers_leave_signals_to_main` leaves open: a SIGTERM that reaches a worker
+    before its init function runs kills it, unless the worker was forked under
+    `signals_blocked` (as StopOnSignal.batches starts the loader): then the pending signal
+    is discarded when the init function sets SIG_IGN. (Pipes, not multiprocessing Events:
+    a process killed inside Event.wait leaves the Event's locks held.)"""
+    ready_r, ready_w = os.pipe()
+    go_r, go_w = os.pipe()
+    proc = mp.get_context("fork").Process(target=_late_worker, args=(ready_w, go_r))
+    try:
+        if blocked:
+            with signals_blocked():
+                proc.start()
+        else:
+            proc.start()
+        assert os.read(ready_r, 1) == b"r"
+        os.kill(proc.pid, signal.SIGTERM)
+        os.write(go_w, b"g")
+        proc.join(30)
+    finally:
+        if proc.is_alive():
+            proc.kill()
+        for fd in (ready_r, ready_w, go_r, go_w):
+            os.close(fd)
+    assert proc.exitcode == (0 if blocked else -signal.SIGTERM)
+    assert not signal.pthread_sigmask(signal.SIG_BLOCK, [])  # this process's mask is restored
