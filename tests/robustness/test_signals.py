@@ -8,6 +8,7 @@ tests/test_train_e2e.py::test_resume_after_mid_epoch_crash_gives_identical_weigh
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
 import os
 import re
@@ -220,10 +221,7 @@ def test_worker_started_under_the_block_survives_a_signal_before_its_init(blocke
     go_r, go_w = os.pipe()
     proc = mp.get_context("fork").Process(target=_late_worker, args=(ready_w, go_r))
     try:
-        if blocked:
-            with signals_blocked():
-                proc.start()
-        else:
+        with signals_blocked() if blocked else contextlib.nullcontext():
             proc.start()
         assert os.read(ready_r, 1) == b"r"
         os.kill(proc.pid, signal.SIGTERM)
