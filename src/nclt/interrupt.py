@@ -19,8 +19,11 @@ any of them has received a signal.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import functools
 import logging
+import multiprocessing
 import os
 import signal
 import threading
@@ -54,7 +57,9 @@ def workers_leave_signals_to_main(worker_id: int) -> None:
     still starting (workers start with each epoch's loader, before this function runs) kills
     that worker as before, unless the loader was started under :func:`signals_blocked` (as
     :meth:`StopOnSignal.batches` does): then the worker inherits the blocked mask, and a signal
-    pending in it is discarded here, when SIG_IGN is set before the mask is lifted.
+    pending in it is discarded here, when SIG_IGN is set before the mask is lifted. The same
+    SIG_IGN makes multiprocessing's exit-time ``terminate()`` of daemonic children a no-op, so
+    the parent calls :func:`kill_workers_at_exit`.
     """
     for s in SIGNALS:
         signal.signal(s, signal.SIG_IGN)
@@ -74,6 +79,34 @@ def signals_blocked(signals: Iterable[int] = SIGNALS) -> Iterator[None]:
         yield
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+@functools.cache
+def kill_workers_at_exit() -> None:
+    """Make sure this process can exit while loader workers that ignore SIGTERM are alive.
+
+    At interpreter exit multiprocessing sends SIGTERM to its daemonic children (DataLoader
+    workers are) and then joins them. A worker running :func:`workers_leave_signals_to_main`
+    ignores that SIGTERM and only leaves when its loader shuts it down or its parent is gone,
+    so a loader iterator that was never shut down (one abandoned half-built by an exception,
+    or still referenced at exit) would hold the exit forever: the parent waits for the
+    worker, the worker for the parent. The handler registered here (once per process) runs
+    before multiprocessing's, being registered after it, and SIGKILLs the daemonic children
+    still alive, which is what multiprocessing's SIGTERM would have done to PyTorch's workers.
+    Call it in the process that builds the loaders.
+    """
+    atexit.register(_kill_daemonic_children)
+
+
+def _kill_daemonic_children() -> None:
+    # PyTorch's SIGCHLD handler raises "DataLoader worker ... killed" for each of them, which
+    # would break off this loop; the process is exiting, so its report is not wanted
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    children = [c for c in multiprocessing.active_children() if c.daemon]
+    for child in children:
+        child.kill()
+    for child in children:
+        child.join(5)
 
 
 def resume_hint(out: str | Path, epoch: int, epochs: int) -> str:

@@ -33,7 +33,12 @@ from nclt.data.samplers import build_sampler
 from nclt.data.views import BatchCropFlip, batch_mix, build_view
 from nclt.engine import Precision, TrainEnv, TrainStep, evaluate, predict, train_one_epoch
 from nclt.errors import CheckpointError, ConfigError, NcltError
-from nclt.interrupt import StopOnSignal, resume_hint, workers_leave_signals_to_main
+from nclt.interrupt import (
+    StopOnSignal,
+    kill_workers_at_exit,
+    resume_hint,
+    workers_leave_signals_to_main,
+)
 from nclt.methods.recipes import BuildContext, Method, build_method
 from nclt.metrics.accuracy import LongTailAccuracy
 from nclt.metrics.collapse import (
@@ -301,6 +306,8 @@ def make_loader(
     drop_one = train and len(sampler if sampler is not None else ds) % batch == 1
     if drop_one:
         log.info("the last training batch of each epoch would hold 1 sample: it is dropped")
+    if d.num_workers > 0:
+        kill_workers_at_exit()  # the workers ignore the exit-time SIGTERM (below)
     return DataLoader(
         ds,
         batch_size=batch,

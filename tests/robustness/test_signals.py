@@ -24,7 +24,12 @@ import torch
 import nclt.runner as runner
 from nclt import checkpoint as ckpt
 from nclt.errors import RunInterrupted
-from nclt.interrupt import StopOnSignal, signals_blocked, workers_leave_signals_to_main
+from nclt.interrupt import (
+    StopOnSignal,
+    kill_workers_at_exit,
+    signals_blocked,
+    workers_leave_signals_to_main,
+)
 
 from ._helpers import digits_cfg
 
@@ -201,6 +206,7 @@ def test_loader_workers_outlive_a_signal_sent_to_the_whole_job(tmp_path, sig):
     assert all(w.is_alive() for w in it._workers)
     got += [b[0] for b in it]
     assert torch.equal(torch.cat(got), torch.arange(64.0))
+    assert kill_workers_at_exit.cache_info().currsize == 1  # make_loader registered the reaper
 
 
 def _late_worker(ready: int, go: int) -> None:
@@ -234,3 +240,46 @@ def test_worker_started_under_the_block_survives_a_signal_before_its_init(blocke
             os.close(fd)
     assert proc.exitcode == (0 if blocked else -signal.SIGTERM)
     assert not signal.pthread_sigmask(signal.SIG_BLOCK, [])  # this process's mask is restored
+
+
+_ABANDONED_ITERATOR = """
+import sys
+import torch
+from nclt.interrupt import kill_workers_at_exit, workers_leave_signals_to_main
+if sys.argv[1] == "reaped":
+    kill_workers_at_exit()
+loader = torch.utils.data.DataLoader(
+    list(range(64)), batch_size=4, num_workers=2, worker_init_fn=workers_leave_signals_to_main
+)
+IT = iter(loader)  # still referenced at exit: never shut down
+next(IT)
+print("exiting", flush=True)
+"""
+
+
+@pytest.mark.parametrize("reaped", [True, False], ids=["reaped", "not-reaped"])
+def test_exit_with_an_abandoned_loader_iterator(tmp_path, reaped):
+    """Workers that ignore SIGTERM survive multiprocessing's exit-time terminate(), and the
+    parent then waits for them forever (what hung a signalled run in a loaded test run, after a
+    starting worker had died). kill_workers_at_exit lets the process exit; without it the
+    process is still there long after it printed its last line. (A subprocess: the reaper
+    registers an atexit handler, once per process.)"""
+    script = tmp_path / "abandon.py"
+    script.write_text(_ABANDONED_ITERATOR)
+    proc = subprocess.Popen(
+        [sys.executable, str(script), "reaped" if reaped else "plain"],
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        assert proc.stdout.readline() == "exiting\n"
+        try:
+            rc = proc.wait(timeout=120 if reaped else 15)
+        except subprocess.TimeoutExpired:
+            rc = None
+    finally:
+        with contextlib.suppress(ProcessLookupError):  # gone: the workers too
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert rc == (0 if reaped else None)
