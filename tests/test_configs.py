@@ -40,3 +40,35 @@ def test_imbalance_is_a_parameter():
         build_parser().parse_args(["train", "--config", str(path), "--imbalance", "50"])
     )
     assert cfg.data.imbalance == 50 and cfg.optim.gamma == 0.01 and cfg.epochs == 200
+
+
+def _cifar_resnet_params(width: int, n: int = 5) -> int:
+    """Parameters of a CIFAR ResNet-(6n+2) backbone counted by hand: 3x3 convs without bias,
+    BatchNorm (2 per channel), option-A shortcuts (no parameters)."""
+    total, c_in = 3 * width * 9 + 2 * width, width
+    for c in (width, 2 * width, 4 * width):
+        for _ in range(n):
+            total += c_in * c * 9 + c * c * 9 + 2 * 2 * c
+            c_in = c
+    return total
+
+
+def _load(stem: str):
+    path = ROOT / "configs" / "cifar10_lt" / f"{stem}.yaml"
+    return config_from_args(build_parser().parse_args(["train", "--config", str(path)]))
+
+
+def test_allnc_glmc_is_allnc_wb_on_glmcs_wide_resnet32():
+    """allnc_glmc changes allnc_wb in the network only, and that network is GLMC's released
+    "resnet32" (64-128-256 channels, 256-d features, 7,383,616 backbone parameters)."""
+    glmc, wb, allnc = _load("allnc_glmc"), _load("allnc_wb"), _load("allnc")
+    assert glmc.method == wb.method == allnc.method and glmc.data == allnc.data
+    assert glmc.optim == wb.optim and glmc.optim.schedule == "cosine"
+    assert glmc.optim.warmup_epochs == 0 and glmc.optim.min_lr == 0.0
+    assert (glmc.model.arch, glmc.model.width, wb.model.width) == ("resnet32", 64, None)
+    backbone = BACKBONES.get("resnet32")(width=glmc.model.width)
+    assert backbone.feature_dim == 256
+    n_params = sum(p.numel() for p in backbone.parameters())
+    assert n_params == _cifar_resnet_params(64) == 7_383_616
+    standard = BACKBONES.get("resnet32")()
+    assert sum(p.numel() for p in standard.parameters()) == _cifar_resnet_params(16) == 463_504
