@@ -8,6 +8,7 @@ import torch
 from nclt.cli import build_parser, config_from_args
 from nclt.methods.recipes import BuildContext, build_method
 from nclt.models import BACKBONES
+from nclt.models.backbones import count_parameters
 
 ROOT = Path(__file__).parents[1]
 CONFIGS = sorted(
@@ -68,7 +69,6 @@ def test_allnc_glmc_is_allnc_wb_on_glmcs_wide_resnet32():
     assert (glmc.model.arch, glmc.model.width, wb.model.width) == ("resnet32", 64, None)
     backbone = BACKBONES.get("resnet32")(width=glmc.model.width)
     assert backbone.feature_dim == 256
-    n_params = sum(p.numel() for p in backbone.parameters())
-    assert n_params == _cifar_resnet_params(64) == 7_383_616
+    assert count_parameters(backbone) == _cifar_resnet_params(64) == 7_383_616
     standard = BACKBONES.get("resnet32")()
-    assert sum(p.numel() for p in standard.parameters()) == _cifar_resnet_params(16) == 463_504
+    assert count_parameters(standard) == _cifar_resnet_params(16) == 463_504
