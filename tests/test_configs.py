@@ -72,3 +72,19 @@ def test_allnc_glmc_is_allnc_wb_on_glmcs_wide_resnet32():
     assert count_parameters(backbone) == _cifar_resnet_params(64) == 7_383_616
     standard = BACKBONES.get("resnet32")()
     assert count_parameters(standard) == _cifar_resnet_params(16) == 463_504
+
+
+def test_allnc_augmentation_override_documented_in_reproduction():
+    """docs/REPRODUCTION.md names `--set method.args.allnc.view=autoaugment_cutout` as the
+    untested PaCo / BCL CIFAR augmentation for AllNC: it puts that view on both AllNC views
+    and changes nothing else."""
+    path = ROOT / "configs" / "cifar10_lt" / "allnc.yaml"
+    override = "method.args.allnc.view=autoaugment_cutout"
+    assert f"`--set {override}`" in (ROOT / "docs" / "REPRODUCTION.md").read_text()
+    args = ["train", "--config", str(path), "--set", override]
+    cfg, base = config_from_args(build_parser().parse_args(args)), _load("allnc")
+    ctx = BuildContext(torch.linspace(500, 5, 10).long(), 10, 64, cfg.epochs)
+    views = build_method(cfg.method.name, cfg.method.args, ctx).views
+    assert views == ["autoaugment_cutout", "autoaugment_cutout"]
+    assert build_method(base.method.name, base.method.args, ctx).views == ["randaugment"] * 2
+    assert (cfg.data, cfg.optim, cfg.model) == (base.data, base.optim, base.model)
