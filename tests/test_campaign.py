@@ -246,3 +246,14 @@ def test_missing_is_every_published_row_of_the_table_at_that_factor(tmp_path, ca
     planned = {ln.split(" IF ")[0] for ln in _plan_lines(capsys.readouterr().out)}
     assert planned == {p.row for p in rp.published("ARB") if p.imbalance == 50.0}
     assert "arb" in planned and "ce" in planned
+
+
+def test_a_set_that_changes_what_is_trained_is_warned_about(caplog):
+    with caplog.at_level("WARNING", logger="nclt"):
+        campaign.check_sets(["device=cuda", "data.num_workers=4", "eval_every=1"])
+    assert not caplog.records
+    with caplog.at_level("WARNING", logger="nclt"):
+        campaign.check_sets(["device=cuda", "method.args.allnc.view=autoaugment_cutout"])
+    (record,) = caplog.records
+    assert "method.args.allnc.view=autoaugment_cutout" in record.getMessage()
+    assert "device" not in record.getMessage() and "not the row's config" in record.getMessage()

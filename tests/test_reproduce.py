@@ -250,6 +250,60 @@ def test_no_ce_run_means_offset_zero(tmp_path):
     assert "not measured yet" in report.render()
 
 
+def _copy_run(src: Path, dest: Path, **changes) -> None:
+    """A copy of a committed run with dotted config keys changed."""
+    dest.mkdir(parents=True)
+    for f in RUN_FILES:
+        (dest / f).write_bytes((src / f).read_bytes())
+    config = yaml.safe_load((dest / "config.yaml").read_text())
+    for key, value in changes.items():
+        *parents, last = key.split(".")
+        node = config
+        for part in parents:
+            node = node[part]
+        node[last] = value
+    (dest / "config.yaml").write_text(yaml.safe_dump(config))
+
+
+def test_a_run_trained_off_its_rows_protocol_is_flagged(tmp_path):
+    """`nclt reproduce --run allnc --set method.args.allnc.view=...` would collect a variant
+    as `allnc`: the table says so. Where and how it ran (device, test schedule) is not the
+    protocol. On a copy of the committed AllNC IF-100 run."""
+    src = Path(__file__).resolve().parents[1] / "results" / "cifar10_lt" / "IF100" / "allnc"
+    if not (src / "config.yaml").is_file():
+        pytest.skip("needs the repository's results/")
+    root = tmp_path / "results"
+    _copy_run(src, row_dir(root, "allnc", 100), device="cuda", eval_every=1, threads=4)
+    status = _line(build_report(root, paper="AllNC"), "AllNC", "allnc", 100.0).status
+    assert "not the row's config" not in status
+    changed = tmp_path / "changed"
+    _copy_run(
+        src, row_dir(changed, "allnc", 100), **{"method.args.allnc.view": "autoaugment_cutout"}
+    )
+    status = _line(build_report(changed, paper="AllNC"), "AllNC", "allnc", 100.0).status
+    want = "run: not the row's config: method.args.allnc.view 'autoaugment_cutout'"
+    assert want + " (config: 'randaugment')" in status
+    two = tmp_path / "two"
+    _copy_run(src, row_dir(two, "allnc", 100), **{"optim.lr": 0.1, "data.batch_size": 128})
+    status = _line(build_report(two, paper="AllNC"), "AllNC", "allnc", 100.0).status
+    assert "data.batch_size 128 (config: 64) and 1 more" in status
+
+
+def test_every_committed_run_was_trained_with_its_rows_config():
+    """Each committed run's config.yaml is its row's config file (+ --imbalance and the row's
+    overrides) in every key that decides what is trained: a config edited after its rows were
+    trained, or a variant collected under a paper row's name, fails here."""
+    from nclt.reproduce import measure
+
+    results = Path(__file__).resolve().parents[1] / "results"
+    found = measure(results)
+    if not found:
+        pytest.skip("needs the repository's results/")
+    off = {k: p for k, m in found.items() for p in m.problems if "not the row's config" in p}
+    assert not off, off
+    assert len(found) >= 90  # the check read the committed rows
+
+
 def test_mixup_mismatch_and_wrong_factor_are_reported(tmp_path):
     root = tmp_path / "results"
     _fake_run(row_dir(root, "ce", 100), "ce", 0, best=70.0, last=70.0, mixup=1.0, extra=False)

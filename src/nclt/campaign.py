@@ -201,12 +201,20 @@ QUEUE_KEYS = ("seed", "out", "branch_from", "init_from", "data.imbalance", "data
 
 
 def check_sets(sets: list[str] | tuple[str, ...]) -> None:
-    """``--set`` may change anything of every row except what the queue sets per job."""
+    """``--set`` may change anything of every row except what the queue sets per job; a key
+    outside ``NON_PROTOCOL_KEYS`` is warned about (the rows' runs become variants)."""
     for s in sets:
         if s.split("=", 1)[0].strip() in QUEUE_KEYS:
             raise ConfigError(
                 f"--set {s}: the queue sets this itself (use --seeds / --runs / --imbalance)"
             )
+    protocol = [s for s in sets if s.split("=", 1)[0].strip() not in rp.NON_PROTOCOL_KEYS]
+    if protocol:
+        log.warning(
+            "--set %s: changes what the rows train; their runs are variants of the rows, "
+            'flagged as "not the row\'s config" in the tables',
+            ", ".join(protocol),
+        )
 
 
 @dataclass

@@ -860,7 +860,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--set",
         action="append",
         metavar="KEY=VALUE",
-        help="with --run: override a config key of every row (e.g. device=cuda; repeatable)",
+        help=(
+            "with --run: override a config key of every row (e.g. device=cuda; repeatable); "
+            "a key that changes what is trained makes the rows variants, flagged in the tables"
+        ),
     )
     rp.add_argument(
         "--dry-run",

@@ -317,6 +317,65 @@ def expected_run(row: str) -> dict[str, Any]:
     return {"method": (data.get("method") or {}).get("name"), "epochs": data.get("epochs")}
 
 
+#: config keys that say where and how a run executed, or which epochs it tested, not what it
+#: trained: a row's runs may differ from the row's config file in these (runs committed before
+#: ``eval_all_from`` tested every epoch; a run begun on a lent GPU finished on the CPU).
+NON_PROTOCOL_KEYS = (
+    "seed",
+    "out",
+    "device",
+    "threads",
+    "progress",
+    "precision",
+    "channels_last",
+    "deterministic",
+    "sync_bn",
+    "data.root",
+    "data.download",
+    "data.num_workers",
+    "data.test_batch_size",
+    "eval_every",
+    "eval_all_from",
+    "nc_every",
+    "grad_probe",
+    "on_nonfinite",
+    "keep_checkpoints",
+    "branch_from",
+    "init_from",
+)
+
+
+def row_protocol(row: str, imbalance: float) -> dict[str, Any] | None:
+    """The flattened config (dotted keys) that a run of ``row`` at ``imbalance`` trains with:
+    what ``nclt train --config configs/cifar10_lt/<row>.yaml --imbalance F`` builds, plus the
+    row's ``row_overrides``. None for a second stage or a row without a config file."""
+    d = configs_dir()
+    if row in STAGE2_ROWS or d is None or not (d / f"{row}.yaml").is_file():
+        return None
+    from nclt.cli import build_parser, config_from_args  # the one place that builds configs
+    from nclt.config import to_dict
+    from nclt.report.compare import flatten
+
+    argv = ["train", "--config", str(d / f"{row}.yaml"), "--imbalance", f"{imbalance:g}"]
+    for s in row_overrides(row, imbalance):
+        argv += ["--set", s]
+    return flatten(to_dict(config_from_args(build_parser().parse_args(argv))))
+
+
+def protocol_differences(row: str, imbalance: float, config: dict[str, Any]) -> list[str]:
+    """Where a run's flattened config departs from its row's protocol (``row_protocol``):
+    ``"key value (config: value)"`` for each key outside ``NON_PROTOCOL_KEYS``. A key the run's
+    config lacks (written by an older nclt, before the key existed) is not compared."""
+    want = row_protocol(row, imbalance)
+    if want is None:
+        return []
+    return [
+        f"{k} {config[k]!r} (config: {want[k]!r})"
+        for k in sorted(want)
+        if k in config and k not in NON_PROTOCOL_KEYS and config[k] != want[k]
+    ]
+
+
 def if_folder(imbalance: float) -> str:
     return f"IF{imbalance:g}"
 
@@ -473,6 +532,10 @@ def _check_runs(row: str, imbalance: float, runs: list[RunRecord]) -> list[str]:
             problems.append(f"{where}: method {res.get('method')} (expected {want['method']})")
         if want["epochs"] and res.get("epochs") not in (None, want["epochs"]):
             problems.append(f"short run ({res.get('epochs')} of {want['epochs']} epochs)")
+        differ = protocol_differences(row, imbalance, r.config)
+        if differ:
+            more = f" and {len(differ) - 1} more" if len(differ) > 1 else ""
+            problems.append(f"{where}: not the row's config: {differ[0]}{more}")
     # a second stage's init_from names its own first-stage folder: not a setting
     plain = [
         RunRecord(r.path, r.results, {k: v for k, v in r.config.items() if k != "init_from"})
