@@ -287,6 +287,10 @@ def test_a_run_trained_off_its_rows_protocol_is_flagged(tmp_path):
     _copy_run(src, row_dir(two, "allnc", 100), **{"optim.lr": 0.1, "data.batch_size": 128})
     status = _line(build_report(two, paper="AllNC"), "AllNC", "allnc", 100.0).status
     assert "data.batch_size 128 (config: 64) and 1 more" in status
+    unset = tmp_path / "unset"
+    _copy_run(src, row_dir(unset, "allnc", 100), **{"method.args.allnc.eta_unit": "epoch"})
+    status = _line(build_report(unset, paper="AllNC"), "AllNC", "allnc", 100.0).status
+    assert "method.args.allnc.eta_unit 'epoch' (config: not set)" in status
 
 
 def test_every_committed_run_was_trained_with_its_rows_config():

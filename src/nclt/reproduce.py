@@ -364,16 +364,25 @@ def row_protocol(row: str, imbalance: float) -> dict[str, Any] | None:
 
 def protocol_differences(row: str, imbalance: float, config: dict[str, Any]) -> list[str]:
     """Where a run's flattened config departs from its row's protocol (``row_protocol``):
-    ``"key value (config: value)"`` for each key outside ``NON_PROTOCOL_KEYS``. A key the run's
-    config lacks (written by an older nclt, before the key existed) is not compared."""
+    ``"key value (config: value)"`` for each key outside ``NON_PROTOCOL_KEYS``, and ``"key
+    value (config: not set)"`` for a key the protocol lacks (a method argument given by
+    ``--set``). A key the run's config lacks (written by an older nclt, before the key existed)
+    is not compared; what nclt itself records (``environment``, ...) is not a setting."""
+    from nclt.cli import RESERVED_TOP_KEYS
+
     want = row_protocol(row, imbalance)
     if want is None:
         return []
-    return [
-        f"{k} {config[k]!r} (config: {want[k]!r})"
-        for k in sorted(want)
-        if k in config and k not in NON_PROTOCOL_KEYS and config[k] != want[k]
-    ]
+    out = []
+    for k in sorted(set(want) | set(config)):
+        if k in NON_PROTOCOL_KEYS or k.split(".", 1)[0] in RESERVED_TOP_KEYS:
+            continue
+        if k not in want:
+            if config[k] != {}:  # an empty table ("method.args: {}") sets nothing
+                out.append(f"{k} {config[k]!r} (config: not set)")
+        elif k in config and config[k] != want[k]:
+            out.append(f"{k} {config[k]!r} (config: {want[k]!r})")
+    return out
 
 
 def if_folder(imbalance: float) -> str:
