@@ -22,6 +22,7 @@ investigation" when it falls short of the paper by more than the offset plus one
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import shutil
@@ -349,6 +350,13 @@ def row_protocol(row: str, imbalance: float) -> dict[str, Any] | None:
     """The flattened config (dotted keys) that a run of ``row`` at ``imbalance`` trains with:
     what ``nclt train --config configs/cifar10_lt/<row>.yaml --imbalance F`` builds, plus the
     row's ``row_overrides``. None for a second stage or a row without a config file."""
+    want = _row_protocol(row, imbalance)
+    return None if want is None else dict(want)
+
+
+@functools.cache
+def _row_protocol(row: str, imbalance: float) -> dict[str, Any] | None:
+    """``row_protocol``, built once per (row, factor): ``measure`` asks for every seed."""
     d = configs_dir()
     if row in STAGE2_ROWS or d is None or not (d / f"{row}.yaml").is_file():
         return None
