@@ -458,3 +458,88 @@ def test_fixed_head_stays_at_its_initialization_and_crt_retrains_it(tmp_path):
     runner.train(_stage2("crt", out, "--epochs", "1", "--set", "method.args.crt.reinit=false"))
     crt = ckpt.load(out / "stage2_crt" / "last.pt")["model"]
     assert not torch.equal(crt["head.weight"], init["head.weight"])
+
+
+def _tiny_cifar_args(tiny_cifar, method: str, *extra: str) -> list[str]:
+    return [
+        "train",
+        "--method",
+        method,
+        "--dataset",
+        "cifar10",
+        "--imbalance",
+        "10",
+        "--data-root",
+        str(tiny_cifar),
+        "--out",
+        "unused",
+        "--set",
+        "model.arch=small_cnn",
+        "--set",
+        "data.num_workers=0",
+        "--set",
+        "data.batch_augment=true",
+        *extra,
+    ]
+
+
+def test_batch_augment_makes_a_multiview_methods_views_in_the_training_step(tiny_cifar):
+    # AllNC with data.batch_augment: the loader yields the raw images and the training step
+    # makes both RandAugment views, each sample with its own draws
+    from nclt.data.views import BatchCropFlip, BatchRandAugment
+    from nclt.engine import _to_device
+
+    cfg = config_from_args(build_parser().parse_args(_tiny_cifar_args(tiny_cifar, "allnc")))
+    run = runner.build_run(cfg)
+    setup = runner.build_training(run)
+    assert run.method.views == ["randaugment", "randaugment"]
+    views = setup.env.batch_views
+    assert len(views) == 2 and views[0] is not views[1]
+    for v in views:
+        assert [type(m) for m in v] == [BatchCropFlip, BatchRandAugment]
+        assert all(m.generator is setup.batch_gen for m in v)
+    x, _ = next(iter(setup.train_loader))
+    raw = torch.stack([torch.as_tensor(run.train_set[i][0]) for i in range(3)])
+    assert isinstance(x, torch.Tensor) and x.dtype == torch.uint8 and x.dim() == 4
+    assert any(torch.equal(x[j], raw[i]) for i in range(3) for j in range(len(x)))  # unaugmented
+    a, b = _to_device([x], setup.env)
+    assert a.shape == b.shape == x.shape and not torch.equal(a, b)
+
+
+@pytest.mark.parametrize("method", ["ce", "allnc"])
+def test_methods_train_with_batch_augment(tmp_path, tiny_cifar, method):
+    args = _tiny_cifar_args(tiny_cifar, method)[3:]  # _train adds train, --method, --out
+    i = args.index("--out")
+    rows = _train(tmp_path, method, *args[:i], *args[i + 2 :], epochs=1)
+    assert len(rows) == 1 and math.isfinite(float(rows[0]["loss"]))
+
+
+@pytest.mark.parametrize(
+    ("method", "extra", "per_image"),
+    [
+        # a train_view without a batched twin used to be replaced by crop + flip in silence
+        ("ce", ["--set", "data.train_view=autoaugment"], "autoaugment"),
+        ("bcl", [], "autoaugment_cutout, simclr"),
+        (
+            "allnc",
+            ["--set", "method.args.allnc.view=autoaugment_cutout"],
+            "autoaugment_cutout",
+        ),
+    ],
+)
+def test_batch_augment_leaves_views_it_cannot_batch_to_the_workers(
+    tiny_cifar, caplog, method, extra, per_image
+):
+    # same distribution, per-image cost: the run goes on and the log says why
+    cfg = config_from_args(build_parser().parse_args(_tiny_cifar_args(tiny_cifar, method, *extra)))
+    with caplog.at_level("WARNING", logger="nclt"):
+        run = runner.build_run(cfg)
+    assert run.batch_views is None
+    assert runner.build_training(run).env.batch_views is None
+    assert f"view(s) {per_image} have no batched version" in caplog.text
+    names = run.method.views or [cfg.data.train_view]
+    assert len(run.train_set.views) == len(names)
+    assert "AutoAugment" in repr(run.train_set.views[0])  # the per-image view, not crop + flip
+    sample = run.train_set[0][0]
+    views = sample if isinstance(sample, tuple) else (sample,)
+    assert len(views) == len(names) and all(v.shape == (3, 32, 32) for v in views)

@@ -772,7 +772,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--data-root", help="folder with cifar-10-batches-py (else synthetic images)")
     b.add_argument("--quick", action="store_true", help="a few steps each (under a minute)")
     b.add_argument(
-        "--methods", help="comma-separated methods to time end to end (default ce,bcl,allnc)"
+        "--methods",
+        help="comma-separated methods to time end to end (default ce,bcl,allnc,allnc:batch; "
+        "NAME:batch trains with data.batch_augment=true)",
     )
     b.add_argument("--device", default="auto")
     b.add_argument("--threads", type=int, default=0)

@@ -39,7 +39,9 @@ class DataConfig:
     sampler: str = "instance"  # instance | class_balanced | sqrt
     train_view: str = "crop_flip"
     test_view: str = "none"
-    batch_augment: bool = False  # random crop + flip on the whole batch, per-sample params
+    # augment whole batches in the training process (views none / crop_flip / randaugment),
+    # per-sample draws: the per-image views' distribution, fewer CPU cycles
+    batch_augment: bool = False
     batch_size: int = 128
     test_batch_size: int = 500
     num_workers: int = 2

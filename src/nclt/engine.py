@@ -58,7 +58,8 @@ class TrainEnv:
     device: torch.device
     precision: Precision
     channels_last: bool = False
-    batch_transform: Callable[[Tensor], Tensor] | None = None
+    # data.batch_augment: one module per view, from the loader's raw uint8 batch to that view
+    batch_views: list[Callable[[Tensor], Tensor]] | None = None
     mixer: Callable[[Tensor, Tensor], tuple[Tensor, Tensor, Tensor, float]] | None = None
     on_nonfinite: str = "stop"
     scaler: Any = None  # torch.amp.GradScaler for fp16
@@ -114,11 +115,13 @@ class TrainStep(nn.Module):
 
 
 def _to_device(views: list[Tensor], env: TrainEnv) -> list[Tensor]:
+    views = [v.to(env.device, non_blocking=True) for v in views]
+    if env.batch_views is not None:  # the loader gave the raw images: make every view here
+        if len(views) != 1:
+            raise ValueError(f"batched views need one raw batch per step, got {len(views)}")
+        views = [t(views[0]) for t in env.batch_views]
     out = []
     for v in views:
-        v = v.to(env.device, non_blocking=True)
-        if env.batch_transform is not None:
-            v = env.batch_transform(v)
         if env.channels_last and v.dim() == 4:
             v = v.contiguous(memory_format=torch.channels_last)
         out.append(v)

@@ -334,6 +334,7 @@ NON_PROTOCOL_KEYS = (
     "data.root",
     "data.download",
     "data.num_workers",
+    "data.batch_augment",  # the same views' distribution, drawn batch-wise (data/views.py)
     "data.test_batch_size",
     "eval_every",
     "eval_all_from",

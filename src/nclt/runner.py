@@ -30,7 +30,7 @@ from nclt.branch import check_branch
 from nclt.config import TrainConfig, load_yaml, to_dict
 from nclt.data import DATASETS
 from nclt.data.samplers import build_sampler
-from nclt.data.views import BatchCropFlip, batch_mix, build_view
+from nclt.data.views import BATCH_VIEWS, batch_mix, build_batch_view, build_view
 from nclt.engine import Precision, TrainEnv, TrainStep, evaluate, predict, train_one_epoch
 from nclt.errors import CheckpointError, ConfigError, NcltError
 from nclt.interrupt import (
@@ -106,6 +106,8 @@ class Run:
     method: Method
     class_counts: torch.Tensor
     context: BuildContext  # what the method was built from (a branch rebuilds its source's)
+    # the views the training step makes from the loader's raw batch (data.batch_augment)
+    batch_views: list[str] | None = None
 
 
 # views whose geometric part is CIFAR's pad-and-crop unless told otherwise
@@ -148,6 +150,33 @@ def build_datasets(cfg: TrainConfig, train_views: list[str]) -> tuple[Any, Any, 
     return train_set, test_set, train_eval
 
 
+def batched_views(cfg: TrainConfig, views: list[str]) -> list[str] | None:
+    """The views the training step makes batch-wise (``data.batch_augment``), or None.
+
+    ``views``: what the run trains on (the method's own, else ``data.train_view``). Batched
+    views need a small-image dataset (they pad and crop, as the per-image views of CIFAR and
+    digits do) and a batched twin of every view (``none``, ``crop_flip``, ``randaugment``);
+    otherwise the run augments image by image in the DataLoader workers, the same
+    distribution at the per-image cost, and says so.
+    """
+    if not cfg.data.batch_augment:
+        return None
+    if cfg.data.dataset not in IMAGE_SIZES:
+        why = f"{cfg.data.dataset} augments at 224 pixels"
+    elif any(v not in BATCH_VIEWS for v in views):
+        missing = sorted({v for v in views if v not in BATCH_VIEWS})
+        why = f"view(s) {', '.join(missing)} have no batched version"
+    else:
+        return list(views)
+    log.warning(
+        "data.batch_augment: %s (batched: %s and the small-image datasets); augmenting image "
+        "by image in the DataLoader workers instead",
+        why,
+        ", ".join(BATCH_VIEWS.names()),
+    )
+    return None
+
+
 def build_run(cfg: TrainConfig) -> Run:
     """Data, model and method for ``cfg`` (no optimizer, no outputs)."""
     device = resolve_device(cfg.device)
@@ -164,6 +193,7 @@ def build_run(cfg: TrainConfig) -> Run:
         counts, train_set.num_classes, backbone.feature_dim, cfg.epochs, seed=cfg.seed
     )
     method = build_method(cfg.method.name, cfg.method.args, ctx)
+    batched = batched_views(cfg, method.views or [cfg.data.train_view])
     head_kwargs = {
         "bias": cfg.model.head_bias,
         "scale": cfg.model.head_scale,
@@ -175,19 +205,17 @@ def build_run(cfg: TrainConfig) -> Run:
         num_classes=train_set.num_classes,
         **head_kwargs,
     )
-    if method.views:  # multi-view methods (BCL, AllNC) choose their own views
-        if len(method.views) > 1 and (cfg.mixup_alpha > 0 or cfg.cutmix_alpha > 0):
-            raise ConfigError(
-                f"{method.name} trains on {len(method.views)} views; MixUp/CutMix would mix "
-                "only the first one and corrupt the other terms: set mixup_alpha=0 and "
-                "cutmix_alpha=0"
-            )
-        if cfg.data.batch_augment:
-            raise ConfigError(
-                f"data.batch_augment applies to single-view methods; {method.name} uses the "
-                f"views {method.views}"
-            )
-        train_set.views = [make_view(v, cfg.data.dataset) for v in method.views]
+    # multi-view methods (BCL, AllNC) choose their own views
+    if method.views and len(method.views) > 1 and (cfg.mixup_alpha > 0 or cfg.cutmix_alpha > 0):
+        raise ConfigError(
+            f"{method.name} trains on {len(method.views)} views; MixUp/CutMix would mix "
+            "only the first one and corrupt the other terms: set mixup_alpha=0 and "
+            "cutmix_alpha=0"
+        )
+    if batched is None and (method.views or cfg.data.batch_augment):
+        train_set.views = [
+            make_view(v, cfg.data.dataset) for v in method.views or [cfg.data.train_view]
+        ]  # image by image in the workers (else the training step makes the views)
     if not cfg.model.head_trainable:  # a second stage's `trainable` prefixes override this
         head.requires_grad_(False)
     model = Network(backbone, head, train_set.mean, train_set.std, method.extra_heads)
@@ -205,7 +233,7 @@ def build_run(cfg: TrainConfig) -> Run:
         provided.add("head_features")
     provided |= set(method.schedules)
     method.objective.check_reads(provided)
-    run = Run(cfg, device, train_set, test_set, train_eval, model, method, counts, ctx)
+    run = Run(cfg, device, train_set, test_set, train_eval, model, method, counts, ctx, batched)
     if method.trainable is not None and not cfg.init_from:
         raise ConfigError(
             f"{method.name} is a second stage: run it on a finished run with "
@@ -458,8 +486,8 @@ def build_training(run: Run) -> TrainSetup:
         # float16 gradients underflow without loss scaling (bf16 has float32's range)
         env.scaler = torch.amp.GradScaler(run.device.type)
     batch_gen = torch.Generator(device=run.device)
-    if cfg.data.batch_augment:
-        env.batch_transform = BatchCropFlip(padding=4, generator=batch_gen)
+    if run.batch_views is not None:
+        env.batch_views = [build_batch_view(v, generator=batch_gen) for v in run.batch_views]
     if cfg.mixup_alpha > 0 or cfg.cutmix_alpha > 0:
         kind, alpha = (
             ("cutmix", cfg.cutmix_alpha) if cfg.cutmix_alpha > 0 else ("mixup", cfg.mixup_alpha)

@@ -151,3 +151,24 @@ def test_an_accelerator_checkpoint_evaluates_on_the_cpu(tmp_path: Path) -> None:
     cpu = json.loads(out.read_text())
     # the same weights, other kernels: at most a few of the test images change their class
     assert abs(cpu["top1"] - res["top1"]) <= 1.0, (cpu["top1"], res["top1"])
+
+
+def test_batched_views_on_the_accelerator_equal_the_cpu() -> None:
+    """``data.batch_augment``'s views on the accelerator: the same draws (given on the CPU)
+    give the same images as on the CPU, every RandAugment operation included."""
+    from nclt.data.views import BatchCropFlip, BatchRandAugment
+
+    g = torch.Generator().manual_seed(0)
+    imgs = torch.randint(0, 256, (48, 3, 32, 32), dtype=torch.uint8, generator=g)
+    cf, ra = BatchCropFlip(4), BatchRandAugment(num_ops=2)
+    crop = cf.sample_params(48, g)
+    ops, neg = ra.sample_params(48, g)
+    assert set(ops.flatten().tolist()) == set(range(len(ra.ops)))  # every operation drawn
+    want = ra.apply(cf.apply(imgs, *crop), ops, neg)
+    dev = imgs.to(ACCEL)
+    got = ra.apply(cf.apply(dev, *(p.to(ACCEL) for p in crop)), ops.to(ACCEL), neg.to(ACCEL))
+    assert got.device.type == torch.device(ACCEL).type
+    diff = (got.cpu().int() - want.int()).abs()
+    # bilinear-free ops (nearest interpolation) are exact; allow one grey level for the colour
+    # arithmetic of another device
+    assert diff.max() <= 1 and (diff > 0).float().mean() < 0.01

@@ -1,4 +1,4 @@
-"""Views, Cutout, MultiView, batch mixing and the vectorised BatchCropFlip."""
+"""Views, Cutout, MultiView, batch mixing, and the batched views (BatchCropFlip, ...)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,17 @@ import torch
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
-from nclt.data.views import VIEWS, BatchCropFlip, Cutout, MultiView, batch_mix, build_view
+from nclt.data.views import (
+    BATCH_VIEWS,
+    VIEWS,
+    BatchCropFlip,
+    BatchRandAugment,
+    Cutout,
+    MultiView,
+    batch_mix,
+    build_batch_view,
+    build_view,
+)
 from nclt.errors import ConfigError
 
 
@@ -171,3 +181,115 @@ def test_batch_crop_flip_is_deterministic_per_generator() -> None:
     assert torch.equal(a, b) and not torch.equal(a, c)
     no_flip = BatchCropFlip(0, flip=False)(batch)
     assert torch.equal(no_flip, batch)
+
+
+# ----- BatchRandAugment and the batched views (data.batch_augment) -----
+
+
+def _batch(n: int, seed: int = 0) -> torch.Tensor:
+    return torch.stack([_image(seed + i) for i in range(n)])
+
+
+def test_batch_randaugment_has_torchvisions_ops_and_magnitudes() -> None:
+    ra = v2.RandAugment(2, 9)
+    b = BatchRandAugment(2, 9)
+    assert b.ops == list(ra._AUGMENTATION_SPACE) and len(b.ops) == 14
+    # bin 9 of 31: rotate 9 degrees, brightness 1 +- 0.27, translate 150/331*32*9/30 pixels
+    assert b.magnitude_of("Rotate", False, 32, 32) == pytest.approx(9.0)
+    assert b.magnitude_of("Rotate", True, 32, 32) == pytest.approx(-9.0)
+    assert b.magnitude_of("Brightness", True, 32, 32) == pytest.approx(-0.27)
+    assert b.magnitude_of("TranslateX", False, 32, 32) == pytest.approx(150 / 331 * 32 * 9 / 30)
+    assert b.magnitude_of("Posterize", True, 32, 32) == 7  # unsigned: the sign is ignored
+    assert b.magnitude_of("Equalize", False, 32, 32) == 0.0
+
+
+@pytest.mark.parametrize("op", BatchRandAugment().ops)
+def test_every_randaugment_op_on_a_batch_is_the_op_on_each_image(op: str) -> None:
+    # what makes grouping the samples exact: an op applied to a batch transforms each image
+    # as it would alone (contrast, autocontrast, equalize: each image's own statistics)
+    b = BatchRandAugment()
+    imgs = _batch(6)
+    imgs[2] = imgs[2] // 4  # a dark image, so that autocontrast / equalize have work to do
+    for neg in (False, True):
+        mag = b.magnitude_of(op, neg, 32, 32)
+        together = b.apply_op(imgs, op, mag)
+        alone = torch.stack([b.apply_op(im, op, mag) for im in imgs])
+        assert together.dtype == torch.uint8 and torch.equal(together, alone), (op, neg)
+
+
+def test_batch_randaugment_applies_each_samples_own_draws_in_order() -> None:
+    b = BatchRandAugment(num_ops=2)
+    imgs = _batch(40, seed=3)
+    op, neg = b.sample_params(40, torch.Generator().manual_seed(1))
+    assert op.shape == neg.shape == (2, 40)
+    out = b.apply(imgs, op, neg)
+    for i in range(40):
+        want = imgs[i]
+        for r in range(2):
+            name = b.ops[int(op[r, i])]
+            want = b.apply_op(want, name, b.magnitude_of(name, bool(neg[r, i]), 32, 32))
+        assert torch.equal(out[i], want), i
+
+
+def _outcomes(img: torch.Tensor) -> dict[tuple[str, bool], torch.Tensor]:
+    b = BatchRandAugment(num_ops=1)
+    space = v2.RandAugment._AUGMENTATION_SPACE
+    return {
+        (op, neg): b.apply_op(img, op, b.magnitude_of(op, neg, 32, 32))
+        for op in b.ops
+        for neg in ((False, True) if space[op][1] else (False,))
+    }
+
+
+def _frequencies(outputs: torch.Tensor, img: torch.Tensor) -> dict[tuple[str, bool], int]:
+    table = _outcomes(img)
+    keys = list(table)
+    stacked = torch.stack([table[k] for k in keys])  # (outcomes, C, H, W)
+    counts = dict.fromkeys(keys, 0)
+    for out in outputs:
+        hit = (stacked == out).flatten(1).all(1).nonzero().flatten().tolist()
+        assert hit, "an output that no single RandAugment op gives"
+        counts[keys[hit[0]]] += 1
+    return counts
+
+
+def test_batch_randaugment_draws_what_torchvision_draws_per_image() -> None:
+    # one image repeated: every (op, sign) outcome must appear with torchvision's per-image
+    # probability (1/14 per op, halved between the signs of the signed ones), for our batched
+    # draws and for v2.RandAugment called image by image alike
+    img = (_image(5).int() * 3 // 4 + 30).to(torch.uint8)  # 30-221: every op changes it
+    table = _outcomes(img)
+    assert len({tuple(t.flatten().tolist()) for t in table.values()}) == len(table)  # distinct
+    n = 2800
+    torch.manual_seed(0)
+    ours = BatchRandAugment(num_ops=1)(img.expand(n, -1, -1, -1).clone())
+    theirs = torch.stack([v2.RandAugment(num_ops=1)(img) for _ in range(n)])
+    space = v2.RandAugment._AUGMENTATION_SPACE
+    for got in (_frequencies(ours, img), _frequencies(theirs, img)):
+        for (op, _), count in got.items():
+            p = 1 / 14 / (2 if space[op][1] else 1)
+            sd = (n * p * (1 - p)) ** 0.5
+            assert abs(count - n * p) < 4.5 * sd, (op, count, n * p)
+
+
+def test_batched_views_and_their_errors() -> None:
+    g = torch.Generator().manual_seed(0)
+    imgs = _batch(64)
+    ra = build_batch_view("randaugment", generator=g)
+    out = ra(imgs)
+    assert out.shape == imgs.shape and out.dtype == torch.uint8
+    assert not torch.equal(out, ra(imgs))  # fresh draws every call
+    assert torch.equal(build_batch_view("none")(imgs), imgs)
+    assert isinstance(build_batch_view("crop_flip"), BatchCropFlip)
+    assert set(BATCH_VIEWS.names()) == {"none", "crop_flip", "randaugment"}
+    with pytest.raises(ConfigError, match="'autoaugment' has no batched version.*randaugment"):
+        build_batch_view("autoaugment")
+    with pytest.raises(ConfigError, match="magnitude must be in"):
+        BatchRandAugment(magnitude=31)
+
+
+def test_batched_randaugment_view_seeded_by_its_generator_repeats() -> None:
+    imgs = _batch(32)
+    a = build_batch_view("randaugment", generator=torch.Generator().manual_seed(7))(imgs)
+    b = build_batch_view("randaugment", generator=torch.Generator().manual_seed(7))(imgs)
+    assert torch.equal(a, b)

@@ -50,7 +50,15 @@ from nclt.data.longtail import (
     longtail_indices,
 )
 from nclt.data.samplers import build_sampler
-from nclt.data.views import BatchCropFlip, MultiView, batch_mix, build_view
+from nclt.data.views import (
+    BATCH_VIEWS,
+    BatchCropFlip,
+    BatchRandAugment,
+    MultiView,
+    batch_mix,
+    build_batch_view,
+    build_view,
+)
 from nclt.errors import ConfigError, DataError, closest
 from nclt.registry import Registry
 
@@ -254,14 +262,17 @@ def dataset_classes(name: str) -> list[str] | None:
 
 
 __all__ = [
+    "BATCH_VIEWS",
     "CIFARLT",
     "DATASETS",
     "DEFAULT_IMBALANCE",
     "BatchCropFlip",
+    "BatchRandAugment",
     "DigitsLT",
     "ListFileDataset",
     "MultiView",
     "batch_mix",
+    "build_batch_view",
     "build_sampler",
     "build_view",
     "dataset_classes",
