@@ -293,6 +293,30 @@ def test_a_run_trained_off_its_rows_protocol_is_flagged(tmp_path):
     assert "method.args.allnc.eta_unit 'epoch' (config: not set)" in status
 
 
+def test_a_second_stage_is_checked_against_its_first_stages_protocol(tmp_path):
+    """A cRT row's protocol is what `nclt train --stage2 crt --from RUN` builds on a run of
+    its first stage's protocol: the stage-2 preset over INC's config. On copies of the
+    committed IF-100 `inc_drw_crt` run."""
+    from nclt.reproduce import row_protocol
+
+    want = row_protocol("inc_drw_crt", 100)
+    assert want is not None and want["method.name"] == "crt" and want["epochs"] == 10
+    assert want["optim.weight_decay"] == 0.0 and want["optim.schedule"] == "cosine"
+    assert want["data.imbalance"] == 100 and want["model.arch"] == "resnet32"
+    assert row_protocol("inc_drw_disa_crt", 200)["data.imbalance"] == 200
+    src = Path(__file__).resolve().parents[1] / "results" / "cifar10_lt" / "IF100" / "inc_drw_crt"
+    if not (src / "config.yaml").is_file():
+        pytest.skip("needs the repository's results/")
+    same = tmp_path / "same"
+    _copy_run(src, row_dir(same, "inc_drw_crt", 100), device="cuda")
+    status = _line(build_report(same, paper="INC"), "INC", "inc_drw_crt", 100.0).status
+    assert "not the row's config" not in status
+    lr = tmp_path / "lr"
+    _copy_run(src, row_dir(lr, "inc_drw_crt", 100), **{"optim.lr": 0.01})
+    status = _line(build_report(lr, paper="INC"), "INC", "inc_drw_crt", 100.0).status
+    assert "not the row's config: optim.lr 0.01 (config: 0.1)" in status
+
+
 def test_every_committed_run_was_trained_with_its_rows_config():
     """Each committed run's config.yaml is its row's config file (+ --imbalance and the row's
     overrides) in every key that decides what is trained: a config edited after its rows were

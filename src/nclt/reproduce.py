@@ -350,7 +350,9 @@ NON_PROTOCOL_KEYS = (
 def row_protocol(row: str, imbalance: float) -> dict[str, Any] | None:
     """The flattened config (dotted keys) that a run of ``row`` at ``imbalance`` trains with:
     what ``nclt train --config configs/cifar10_lt/<row>.yaml --imbalance F`` builds, plus the
-    row's ``row_overrides``. None for a second stage or a row without a config file."""
+    row's ``row_overrides``; for a second stage (``STAGE2_ROWS``), what ``nclt train --stage2
+    STAGE --from RUN`` builds on a run of its first stage's protocol. None for a row without
+    a config file."""
     want = _row_protocol(row, imbalance)
     return None if want is None else dict(want)
 
@@ -358,17 +360,39 @@ def row_protocol(row: str, imbalance: float) -> dict[str, Any] | None:
 @functools.cache
 def _row_protocol(row: str, imbalance: float) -> dict[str, Any] | None:
     """``row_protocol``, built once per (row, factor): ``measure`` asks for every seed."""
-    d = configs_dir()
-    if row in STAGE2_ROWS or d is None or not (d / f"{row}.yaml").is_file():
-        return None
-    from nclt.cli import build_parser, config_from_args  # the one place that builds configs
     from nclt.config import to_dict
     from nclt.report.compare import flatten
 
+    cfg = _row_config(row, imbalance)
+    return None if cfg is None else flatten(to_dict(cfg))
+
+
+def _row_config(row: str, imbalance: float) -> Any:
+    """The TrainConfig of ``row_protocol``, built by the CLI (the one place that builds
+    configs), or None."""
+    import tempfile
+
+    import yaml
+
+    from nclt.cli import build_parser, config_from_args
+    from nclt.config import to_dict
+
+    if row in STAGE2_ROWS:
+        first, stage = STAGE2_ROWS[row]
+        first_cfg = _row_config(first, imbalance)
+        if first_cfg is None:
+            return None
+        with tempfile.TemporaryDirectory(prefix="nclt-protocol-") as tmp:
+            (Path(tmp) / "config.yaml").write_text(yaml.safe_dump(to_dict(first_cfg)))
+            argv = ["train", "--stage2", stage, "--from", tmp]
+            return config_from_args(build_parser().parse_args(argv))
+    d = configs_dir()
+    if d is None or not (d / f"{row}.yaml").is_file():
+        return None
     argv = ["train", "--config", str(d / f"{row}.yaml"), "--imbalance", f"{imbalance:g}"]
     for s in row_overrides(row, imbalance):
         argv += ["--set", s]
-    return flatten(to_dict(config_from_args(build_parser().parse_args(argv))))
+    return config_from_args(build_parser().parse_args(argv))
 
 
 def protocol_differences(row: str, imbalance: float, config: dict[str, Any]) -> list[str]:
