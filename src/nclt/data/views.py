@@ -473,9 +473,9 @@ class BatchRandAugment(nn.Module):
     uniformly and, for the signed ones, a sign with probability 1/2; the magnitudes are
     torchvision's bins. Why it exists: a v2 transform called on a batch draws ONE operation
     for the whole batch, and called image by image it costs ~0.4 ms per 32x32 image on a CPU
-    core (most of it per-call overhead), which is a quarter of AllNC's training step on two
+    core (much of it per-call overhead), a quarter of AllNC's training step on two
     cores. Here the samples that drew the same (operation, sign) are transformed together,
-    at most 23 calls per round whatever the batch size.
+    at most 22 calls per round whatever the batch size (Identity costs none).
 
     The operations themselves are torchvision's: the op table and the op application of
     ``v2.RandAugment`` (``_AUGMENTATION_SPACE``, ``_apply_image_or_video_transform``), not a
