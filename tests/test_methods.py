@@ -93,14 +93,7 @@ def test_every_method_trains_on_a_tiny_cifar_file(tmp_path, tiny_cifar, method):
     rows = _train(
         tmp_path,
         method,
-        "--dataset",
-        "cifar10",
-        "--imbalance",
-        "10",
-        "--data-root",
-        str(tiny_cifar),
-        "--set",
-        "model.arch=small_cnn",
+        *_tiny_cifar_flags(tiny_cifar),
         "--set",
         "data.batch_size=32",
         "--set",
@@ -460,27 +453,18 @@ def test_fixed_head_stays_at_its_initialization_and_crt_retrains_it(tmp_path):
     assert not torch.equal(crt["head.weight"], init["head.weight"])
 
 
+def _tiny_cifar_flags(tiny_cifar) -> list[str]:
+    """The tiny CIFAR file at IF 10 with a small CNN."""
+    flags = ["--dataset", "cifar10", "--imbalance", "10", "--data-root", str(tiny_cifar)]
+    return [*flags, "--set", "model.arch=small_cnn"]
+
+
+_BATCHED = ["--set", "data.num_workers=0", "--set", "data.batch_augment=true"]
+
+
 def _tiny_cifar_args(tiny_cifar, method: str, *extra: str) -> list[str]:
-    return [
-        "train",
-        "--method",
-        method,
-        "--dataset",
-        "cifar10",
-        "--imbalance",
-        "10",
-        "--data-root",
-        str(tiny_cifar),
-        "--out",
-        "unused",
-        "--set",
-        "model.arch=small_cnn",
-        "--set",
-        "data.num_workers=0",
-        "--set",
-        "data.batch_augment=true",
-        *extra,
-    ]
+    """`nclt train` argv: ``method`` on the tiny CIFAR file with batch-wise views."""
+    return ["train", "--method", method, *_tiny_cifar_flags(tiny_cifar), *_BATCHED, *extra]
 
 
 def test_batch_augment_makes_a_multiview_methods_views_in_the_training_step(tiny_cifar):
@@ -508,9 +492,7 @@ def test_batch_augment_makes_a_multiview_methods_views_in_the_training_step(tiny
 
 @pytest.mark.parametrize("method", ["ce", "allnc"])
 def test_methods_train_with_batch_augment(tmp_path, tiny_cifar, method):
-    args = _tiny_cifar_args(tiny_cifar, method)[3:]  # _train adds train, --method, --out
-    i = args.index("--out")
-    rows = _train(tmp_path, method, *args[:i], *args[i + 2 :], epochs=1)
+    rows = _train(tmp_path, method, *_tiny_cifar_flags(tiny_cifar), *_BATCHED, epochs=1)
     assert len(rows) == 1 and math.isfinite(float(rows[0]["loss"]))
 
 
