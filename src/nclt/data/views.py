@@ -553,10 +553,9 @@ class BatchRandAugment(nn.Module):
                 if name == "Identity":
                     continue
                 signed = self._ra._AUGMENTATION_SPACE[name][1]
+                drew = op[r] == i
                 for neg in (False, True) if signed else (False,):
-                    chosen = op[r] == i
-                    if signed:
-                        chosen &= negative[r] == neg
+                    chosen = drew & (negative[r] == neg) if signed else drew
                     idx = chosen.nonzero().flatten()
                     if idx.numel() == 0:
                         continue
