@@ -12,6 +12,7 @@ import yaml
 
 import nclt.runner as runner
 from nclt import checkpoint as ckpt
+from nclt import progress
 from nclt.cli import build_parser, config_from_args, main
 from nclt.errors import CheckpointError, ConfigError, NonFiniteLossError
 
@@ -169,10 +170,10 @@ def test_resume_from_a_checkpoint_without_epoch_wall_times_flags_partial(tmp_pat
 def test_epoch_log_line_says_the_time_left_from_the_last_five_epochs():
     row = {"epoch": 10, "loss": 1.0, "train_top1": 50.0, "lr": 0.1, "images_per_second": 400}
     history = [{"wall_seconds": 1000.0}] * 5 + [{"wall_seconds": s} for s in (30, 30, 30, 40, 45)]
-    line = runner._epoch_line(row, 200, history)
+    line = progress.epoch_line(row, 200, history)
     assert line.endswith(" 400 img/s left ~1h50m")  # 190 x 35 s = 1h50m50s
-    assert "left" not in runner._epoch_line({**row, "epoch": 200}, 200, history)
-    assert "left" not in runner._epoch_line(row, 200, [{"seconds": 3.0}])  # no wall times
+    assert "left" not in progress.epoch_line({**row, "epoch": 200}, 200, history)
+    assert "left" not in progress.epoch_line(row, 200, [{"seconds": 3.0}])  # no wall times
 
 
 def test_resume_refuses_a_checkpoint_of_another_method(tmp_path):

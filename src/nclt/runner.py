@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import random
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +23,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from nclt import checkpoint as ckpt
-from nclt import dist
+from nclt import dist, progress
 from nclt.branch import check_branch
 from nclt.config import TrainConfig, load_yaml, to_dict
 from nclt.data import DATASETS
@@ -616,11 +614,11 @@ def _train(cfg: TrainConfig, resume: bool, stop: StopOnSignal) -> dict[str, Any]
         metrics_csv = MetricsCSV(out / "metrics.csv")
         if resume:
             metrics_csv.truncate_after(start_epoch)  # 1-based epochs in the file
-        writer = _tensorboard(out, purge_step=start_epoch + 1 if resume else None)
+        writer = progress.tensorboard_writer(out, purge_step=start_epoch + 1 if resume else None)
         if branched:  # the shared epochs, as the source run logged them
             for row in history:
                 metrics_csv.append(row)
-                _tb_log(writer, row, int(row["epoch"]))
+                progress.tb_log(writer, row, int(row["epoch"]))
 
     metric = LongTailAccuracy(run.train_set.num_classes, run.class_counts, cfg.data.group_rule)
     nc_tracker = NCTracker(run, env, cfg.nc_every) if cfg.nc_every > 0 else None
@@ -637,14 +635,14 @@ def _train(cfg: TrainConfig, resume: bool, stop: StopOnSignal) -> dict[str, Any]
         batch_gen.manual_seed(s + 1)
         sampler.set_epoch(epoch)
         tracker = nc_tracker.start(epoch) if nc_tracker else None
-        bar = _progress(cfg, epoch, steps_per_epoch, history)
+        bar = progress.progress_bar(cfg, epoch, steps_per_epoch, history)
         stats = train_one_epoch(
             env,
             stop.batches(train_loader, resume_hint(out, epoch, cfg.epochs)),
             epoch,
             cfg.epochs,
             steps_per_epoch,
-            on_step=(lambda step, info, bar=bar: _bar_update(bar, info)) if bar else None,
+            on_step=(lambda step, info, bar=bar: progress.bar_update(bar, info)) if bar else None,
         )
         if bar is not None:
             bar.close()
@@ -677,14 +675,14 @@ def _train(cfg: TrainConfig, resume: bool, stop: StopOnSignal) -> dict[str, Any]
         if main:
             assert metrics_csv is not None
             metrics_csv.append(row)
-            _tb_log(writer, row, epoch + 1)
+            progress.tb_log(writer, row, epoch + 1)
             state = _checkpoint_state(run, optimizer, epoch, best, history, env.scaler)
             ckpt.save_atomic(state, out / "last.pt")
             if best.get("epoch") == epoch + 1:
                 ckpt.save_atomic(state, out / "best.pt")
             if epoch + 1 in cfg.keep_checkpoints:  # branch points (nclt.branch)
                 ckpt.save_atomic(state, out / f"epoch_{epoch + 1}.pt")
-            log.info(_epoch_line(row, cfg.epochs, history))
+            log.info(progress.epoch_line(row, cfg.epochs, history))
         test = {}
 
     t_final = time.perf_counter()
@@ -909,73 +907,3 @@ def final_metrics(
         group_rule=cfg.data.group_rule,
     )
     return test, nc
-
-
-def _tensorboard(out: Path, purge_step: int | None) -> Any:
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:  # pragma: no cover - tensorboard is a dependency
-        return None
-    return SummaryWriter(log_dir=str(out / "tb"), purge_step=purge_step)
-
-
-def _tb_log(writer: Any, row: dict[str, Any], step: int) -> None:
-    if writer is None:
-        return
-    for k, v in row.items():
-        if k != "epoch" and isinstance(v, int | float) and v is not None and math.isfinite(v):
-            writer.add_scalar(k, v, step)
-    writer.flush()
-
-
-def _progress(cfg: TrainConfig, epoch: int, steps: int, history: list[dict[str, Any]]) -> Any:
-    if not cfg.progress or not dist.is_main() or not sys.stderr.isatty():
-        return None  # logs and CI get one line per epoch instead of a redrawn bar
-    from tqdm.auto import tqdm
-
-    bar = tqdm(
-        total=steps,
-        desc=f"epoch {epoch + 1}/{cfg.epochs}",
-        leave=False,
-        dynamic_ncols=True,
-        mininterval=1.0,
-    )
-    left = _time_left(history, cfg.epochs - epoch, "seconds")
-    if left is not None:
-        bar.set_postfix_str(f"run left ~{_hms(left)}")
-    return bar
-
-
-def _time_left(history: list[dict[str, Any]], epochs_left: int, key: str) -> float | None:
-    """Seconds the run has left: the mean ``key`` time of the last five epochs of ``history``
-    times ``epochs_left``; None before any epoch has that time."""
-    recent = [float(h[key]) for h in history[-5:] if key in h]
-    return epochs_left * sum(recent) / len(recent) if recent else None
-
-
-def _bar_update(bar: Any, info: dict[str, float]) -> None:
-    bar.update(1)
-    bar.set_postfix(loss=f"{info['loss']:.3f}", img_s=f"{info['img_s']:.0f}", refresh=False)
-
-
-def _hms(seconds: float) -> str:
-    m, s = divmod(int(seconds), 60)
-    h, m = divmod(m, 60)
-    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
-
-
-def _epoch_line(
-    row: dict[str, Any], epochs: int, history: list[dict[str, Any]] | None = None
-) -> str:
-    """The per-epoch log line; with ``history``, also the run's time left (mean wall time of
-    the last five epochs, tests included, times the epochs left), for logs of background runs
-    that have no progress bar."""
-    test = f" test {row['test_top1']:.2f}" if "test_top1" in row else ""
-    line = (
-        f"epoch {row['epoch']}/{epochs} loss {row['loss']:.4f} train {row['train_top1']:.2f}"
-        f"{test} lr {row['lr']:.4g} {row['images_per_second']:.0f} img/s"
-    )
-    left = _time_left(history or [], epochs - row["epoch"], "wall_seconds")
-    if left is not None and row["epoch"] < epochs:
-        line += f" left ~{_hms(left)}"
-    return line
