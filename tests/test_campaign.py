@@ -257,3 +257,45 @@ def test_a_set_that_changes_what_is_trained_is_warned_about(caplog):
     (record,) = caplog.records
     assert "method.args.allnc.view=autoaugment_cutout" in record.getMessage()
     assert "device" not in record.getMessage() and "not the row's config" in record.getMessage()
+
+
+def _committed(results: Path, row: str, imbalance: int, wall: float, device: str = "cpu") -> None:
+    """A run of ``row`` in results/ with a known wall time and the factor's class counts."""
+    from nclt.data.longtail import longtail_counts
+
+    d = results / "cifar10_lt" / f"IF{imbalance}" / row
+    d.mkdir(parents=True)
+    counts = longtail_counts(5000, 10, imbalance)
+    res = {"dataset": "cifar10", "imbalance": imbalance, "epochs": 200, "seed": 0}
+    res.update(class_counts=counts, seconds=wall * 0.9, wall_seconds=wall)
+    (d / "results.json").write_text(json.dumps(res))
+    (d / "config.yaml").write_text(f"device: {device}\nepochs: 200\nseed: 0\n")
+
+
+def test_the_plan_says_how_long_each_job_takes_at_the_committed_pace(tmp_path, capsys):
+    results, runs = tmp_path / "results", tmp_path / "runs"
+    _committed(results, "ce", 100, wall=12406.0)  # IF 100: 12406 images, 1 s per image
+    _committed(results, "ce", 200, wall=3 * 11203.0)  # IF 200: 11203 images, 3 s per image
+    _committed(results, "arb", 100, wall=999.0, device="cuda")  # a GPU's time: no pace
+    pace = campaign.paces(results)
+    assert pace == {"ce": pytest.approx(2.0)}
+    job = campaign.Job("ce", 50.0, 0)  # IF 50: 13996 images
+    assert campaign.estimate(job, "train", runs, pace) == pytest.approx(2.0 * 13996)
+    assert campaign.estimate(campaign.Job("arb", 50.0, 0), "train", runs, pace) is None
+    assert campaign.estimate(campaign.Job("ce", 100.0, 0), "done", runs, pace) == 0.0
+    # a stopped run: only its epochs left (150 of 200 done)
+    out = campaign.run_folder(runs, "ce", 50.0, 0)
+    out.mkdir(parents=True)
+    (out / "config.yaml").write_text("epochs: 200\n")
+    (out / "metrics.csv").write_text("epoch,loss\n" + "".join(f"{e},1\n" for e in range(1, 151)))
+    assert campaign.estimate(job, "resume", runs, pace) == pytest.approx(2.0 * 13996 / 4)
+    # a branch row trains only the epochs after its branch point (ce_drw: ce's epoch 160)
+    pace["ce_drw"] = 1.0
+    branch = campaign.estimate(campaign.Job("ce_drw", 50.0, 0), "branch", runs, pace)
+    assert branch == pytest.approx(13996 * 40 / 200)
+    (out / "last.pt").write_bytes(b"")  # the plan sees a run to resume
+    text = campaign.describe([job, campaign.Job("arb", 50.0, 0)], runs, results)
+    first, second, total = text.splitlines()
+    assert first.endswith("after epoch 150/200 [~1h56m]")  # 6998 s
+    assert "[" not in second
+    assert total.startswith("about 1h56m in all and 1 job(s) of unknown length")

@@ -23,6 +23,9 @@ progress cleanly (:mod:`nclt.interrupt`) and the queue with it; a run that fails
 bad data) is reported and the queue goes on with the rows that do not depend on it. Rows are
 ordered first stages first, then branch rows (after their siblings), then second stages.
 
+The plan (``--dry-run``) estimates each job's wall time from the row's CPU runs in results/
+(:func:`paces`, :func:`estimate`), so a user can tell which rows fit in a working session.
+
 Under ``torchrun`` every rank runs the same queue (each run is the usual DDP run); rank 0
 alone writes, collects and prints, and the ranks meet at a barrier after each job, so all of
 them decide the next job from the same files (a shared file system is assumed, as for
@@ -41,6 +44,7 @@ from typing import Any
 
 from nclt import reproduce as rp
 from nclt.errors import ConfigError, NcltError, RunInterrupted, closest
+from nclt.reproduce.markdown import duration
 
 log = logging.getLogger("nclt")
 
@@ -312,8 +316,8 @@ def _finish(job: Job, out: Path, results: str | Path, collect: bool = True) -> d
     return {"best": best.get("top1") if isinstance(best, dict) else None, "last": res.get("top1")}
 
 
-def _progress(out: Path) -> str:
-    """ ", after epoch E of N" from a stopped run's metrics.csv and config.yaml ("" if unread)."""
+def _done_epochs(out: Path) -> tuple[int, int] | None:
+    """(epochs done, epochs) of a stopped run, from its metrics.csv and config.yaml."""
     import csv
 
     from nclt.config import load_yaml
@@ -321,15 +325,67 @@ def _progress(out: Path) -> str:
     try:
         with (out / "metrics.csv").open(newline="") as f:
             done = max(int(r["epoch"]) for r in csv.DictReader(f))
-        epochs = load_yaml(out / "config.yaml").get("epochs")
-    except (OSError, ValueError, KeyError, NcltError):
-        return ""
-    return f", after epoch {done}/{epochs}"
+        epochs = int(load_yaml(out / "config.yaml")["epochs"])
+    except (OSError, ValueError, KeyError, TypeError, NcltError):
+        return None
+    return done, epochs
+
+
+def _progress(out: Path) -> str:
+    """ ", after epoch E of N" from a stopped run's files ("" if unread)."""
+    got = _done_epochs(out)
+    return f", after epoch {got[0]}/{got[1]}" if got else ""
+
+
+def paces(results: str | Path) -> dict[str, float]:
+    """Wall-clock seconds per training image of a whole run of each row (all its epochs,
+    tests included; a branch row's and a resumed run's earlier parts too), the mean over the
+    row's runs in results/ that trained on the CPU, at any imbalance factor. Rows trained on a
+    GPU, or whose times are unknown, have none."""
+    per_row: dict[str, list[float]] = {}
+    for (row, _), m in rp.measure(results).items():
+        if m.device_mark:
+            continue  # GPU times say nothing about this CPU
+        for r in m.runs:
+            wall = r.results.get("wall_seconds")
+            if r.results.get("wall_seconds_partial") or not wall:
+                wall = r.results.get("seconds")
+            images = sum(r.results.get("class_counts") or [])
+            if wall and images:
+                per_row.setdefault(row, []).append(float(wall) / images)
+    return {row: sum(v) / len(v) for row, v in per_row.items()}
+
+
+def estimate(job: Job, verb: str, runs: str | Path, pace: dict[str, float]) -> float | None:
+    """Seconds ``job`` would take now at its row's ``pace`` (:func:`paces`): the pace times
+    the training images at the job's factor, for the share of the epochs left to train
+    (a resumed run's, a branch row's after its branch point); 0 for ``done`` / ``collect``;
+    None without a pace."""
+    if verb in ("done", "collect"):
+        return 0.0
+    if job.row not in pace:
+        return None
+    from nclt.data.longtail import longtail_counts
+
+    share = 1.0
+    if verb == "resume":
+        got = _done_epochs(run_folder(runs, job.row, job.imbalance, job.seed))
+        if got:
+            share = max(got[1] - got[0], 0) / got[1]
+    elif verb == "branch":
+        epochs = rp.expected_run(job.row)["epochs"]
+        if epochs:
+            share = max(epochs - rp.BRANCH_ROWS[job.row][1], 0) / epochs
+    images = sum(longtail_counts(5000, 10, job.imbalance))  # CIFAR-10-LT
+    return pace[job.row] * images * share
 
 
 def describe(jobs: list[Job], runs: str | Path, results: str | Path) -> str:
-    """The plan as ``--dry-run`` prints it: one line per job with what would happen."""
-    lines = []
+    """The plan as ``--dry-run`` prints it: one line per job with what would happen and, for
+    rows that results/ holds CPU runs of, about how long it would take (:func:`estimate`);
+    then the total."""
+    pace = paces(results)
+    lines, total, unknown = [], 0.0, 0
     for i, job in enumerate(jobs):
         verb = action(job, runs, results, ahead=jobs[:i])
         out = run_folder(runs, job.row, job.imbalance, job.seed)
@@ -342,7 +398,20 @@ def describe(jobs: list[Job], runs: str | Path, results: str | Path) -> str:
             "train": f"into {out}",
         }[verb]
         note = " (needed by a second stage)" if job.needed else ""
-        lines.append(f"{i + 1:>3}. {job.label}: {verb} {detail}{note}")
+        secs = estimate(job, verb, runs, pace)
+        if secs is None:
+            unknown += 1
+        else:
+            total += secs
+        took = f" [~{duration(secs)}]" if secs else ""
+        lines.append(f"{i + 1:>3}. {job.label}: {verb} {detail}{note}{took}")
+    if total:
+        lines.append(
+            f"about {duration(total)} in all"
+            + (f" and {unknown} job(s) of unknown length" if unknown else "")
+            + ", at the pace of the rows' CPU runs in results/ (wall time per training image;"
+            " another machine or day can be 40% faster or slower)"
+        )
     return "\n".join(lines) + "\n"
 
 
