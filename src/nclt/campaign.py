@@ -346,13 +346,10 @@ def paces(results: str | Path) -> dict[str, float]:
     for (row, _), m in rp.measure(results).items():
         if m.device_mark:
             continue  # GPU times say nothing about this CPU
-        for r in m.runs:
-            wall = r.results.get("wall_seconds")
-            if r.results.get("wall_seconds_partial") or not wall:
-                wall = r.results.get("seconds")
-            images = sum(r.results.get("class_counts") or [])
-            if wall and images:
-                per_row.setdefault(row, []).append(float(wall) / images)
+        wall = m.wall_seconds or m.seconds  # training time where the wall time is partial
+        images = sum(m.runs[0].results.get("class_counts") or [])
+        if wall and images:
+            per_row.setdefault(row, []).append(wall / images)
     return {row: sum(v) / len(v) for row, v in per_row.items()}
 
 
@@ -365,7 +362,7 @@ def estimate(job: Job, verb: str, runs: str | Path, pace: dict[str, float]) -> f
         return 0.0
     if job.row not in pace:
         return None
-    from nclt.data.longtail import longtail_counts
+    from nclt.data import dataset_counts
 
     share = 1.0
     if verb == "resume":
@@ -376,7 +373,7 @@ def estimate(job: Job, verb: str, runs: str | Path, pace: dict[str, float]) -> f
         epochs = rp.expected_run(job.row)["epochs"]
         if epochs:
             share = max(epochs - rp.BRANCH_ROWS[job.row][1], 0) / epochs
-    images = sum(longtail_counts(5000, 10, job.imbalance))  # CIFAR-10-LT
+    images = sum(dataset_counts(rp.DATASET, job.imbalance))
     return pace[job.row] * images * share
 
 
